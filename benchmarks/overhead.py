@@ -49,7 +49,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import keras_gradwatch  # noqa: E402
-from keras_gradwatch import GradWatch  # noqa: E402
+from keras_gradwatch import GradWatch, WeightNorms  # noqa: E402
 
 VOCAB = 20000
 SEQ_LEN = 100
@@ -260,6 +260,15 @@ def measure_passes(
     out["gw_train_begin_s"] = timed(gw.on_train_begin)
     out["gw_first_pass_s"] = timed(lambda: gw.on_epoch_end(0, {}))
 
+    weight_norms = {
+        "wn": WeightNorms(os.path.join(tmp, "passes_wn")),
+        "wnh": WeightNorms(os.path.join(tmp, "passes_wnh"), histograms=True),
+    }
+    for key, wn in weight_norms.items():
+        wn.set_model(model)
+        out[f"{key}_train_begin_s"] = timed(wn.on_train_begin)
+        out[f"{key}_first_pass_s"] = timed(lambda wn=wn: wn.on_epoch_end(0, {}))
+
     tb = keras.callbacks.TensorBoard(os.path.join(tmp, "passes_tb"), histogram_freq=1)
     out["tb_set_model_s"] = timed(lambda: tb.set_model(model))
     out["tb_train_begin_s"] = timed(tb.on_train_begin)
@@ -268,14 +277,21 @@ def measure_passes(
     # One more untimed round, then the interleaved repeats.
     model.train_on_batch(xs, ys)
     gw.on_epoch_end(1, {})
+    for wn in weight_norms.values():
+        wn.on_epoch_end(1, {})
     tb.on_epoch_end(1, {"loss": 0.0})
     steps, gw_passes, tb_passes = [], [], []
+    wn_passes: dict[str, list[float]] = {key: [] for key in weight_norms}
     for i in range(repeats):
         epoch = i + 2
         steps.append(timed(lambda: model.train_on_batch(xs, ys)))
         gw_passes.append(timed(lambda e=epoch: gw.on_epoch_end(e, {})))
+        for key, wn in weight_norms.items():
+            wn_passes[key].append(timed(lambda e=epoch, wn=wn: wn.on_epoch_end(e, {})))
         tb_passes.append(timed(lambda e=epoch: tb.on_epoch_end(e, {"loss": 0.0})))
     out["gw_train_end_s"] = timed(gw.on_train_end)
+    for key, wn in weight_norms.items():
+        out[f"{key}_train_end_s"] = timed(wn.on_train_end)
     out["tb_train_end_s"] = timed(tb.on_train_end)
 
     out["train_step_s"] = steps
@@ -289,6 +305,10 @@ def measure_passes(
     out["tb_pass_median_s"] = median(tb_passes)
     out["gw_ratio"] = median(gw_passes) / step
     out["tb_ratio"] = median(tb_passes) / step
+    for key, passes in wn_passes.items():
+        out[f"{key}_pass_s"] = passes
+        out[f"{key}_pass_median_s"] = median(passes)
+        out[f"{key}_ratio"] = median(passes) / step
     out["gw_ratio_paired_median"] = median(
         [g / s for g, s in zip(gw_passes, steps, strict=True)]
     )
@@ -539,6 +559,27 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
         )
     lines += [
         "",
+        "WeightNorms (every trainable weight's L1/L2 norm and relative change; "
+        "`histograms=True` adds weight histograms): one epoch-end pass, "
+        "interleaved with the same training steps. Target: ratio <= 0.05 on "
+        "(b), (c).",
+        "",
+        "| model | train step (ms) | WeightNorms pass (ms) | ratio "
+        "| with histograms (ms) | ratio | on_train_begin (ms) | 1st pass (ms) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        p = r["passes"]
+        if "wn_ratio" not in p:  # a --json saved before WeightNorms existed
+            continue
+        lines.append(
+            f"| ({r['key']}) | {fmt_ms(p['train_step_median_s'])} "
+            f"| {fmt_ms(p['wn_pass_median_s'])} | {p['wn_ratio']:.3f} "
+            f"| {fmt_ms(p['wnh_pass_median_s'])} | {p['wnh_ratio']:.3f} "
+            f"| {fmt_ms(p['wn_train_begin_s'])} | {fmt_ms(p['wn_first_pass_s'])} |"
+        )
+    lines += [
+        "",
         "The callbacks' own hooks inside the timed fits (ms, medians): setup = "
         "every hook but on_epoch_end, once per fit; 1st = the first on_epoch_end "
         "of a fit; later = the other epoch ends, also as % of one no-callback "
@@ -584,6 +625,11 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
         verdict.append(
             f"{args.epochs}-epoch fit {own:.1f}% {'ok' if own <= 3.0 else 'MISSED'}"
         )
+        if r["key"] in ("b", "c") and "wn_ratio" in r["passes"]:
+            wn = r["passes"]["wn_ratio"]
+            verdict.append(
+                f"WeightNorms ratio {wn:.3f} {'ok' if wn <= 0.05 else 'MISSED'}"
+            )
         lines.append(f"- ({r['key']}): " + ", ".join(verdict))
     if args.quick:
         lines.append(

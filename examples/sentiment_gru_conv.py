@@ -9,10 +9,12 @@ tokens outnumber the negative ones.
 `keras_gradwatch.GradWatch` and ``keras.callbacks.TensorBoard`` share one log
 directory, so the ``heldout`` gradient histograms and norms of every weight
 (embedding, GRU, both conv kernels, dense layers) sit next to the ``train``
-and ``validation`` loss curves. After training the script prints the global
-gradient norm of every epoch (from ``history.history["grad_norm"]``) and, for
-each conv kernel, the last logged gradient norm and gradient-to-weight ratio,
-read back from the event files.
+and ``validation`` loss curves, and `keras_gradwatch.WeightNorms` adds how
+much each weight moved per epoch (``weights`` run). After training the script
+prints the global gradient norm of every epoch (from
+``history.history["grad_norm"]``) and, for each conv kernel, the last logged
+gradient norm, gradient-to-weight ratio and weight change, read back from the
+event files: the step the gradient asks for next to the one Adam took.
 
 Run it and open TensorBoard::
 
@@ -32,7 +34,7 @@ import numpy as np  # noqa: E402
 from tensorboard.backend.event_processing import event_accumulator  # noqa: E402
 from tensorboard.util import tensor_util  # noqa: E402
 
-from keras_gradwatch import GradWatch  # noqa: E402
+from keras_gradwatch import GradWatch, WeightNorms  # noqa: E402
 
 SENTIMENT_TOKENS = 20
 """Token ids 1..20 are positive, 21..40 negative, the rest neutral (0 unused)."""
@@ -132,6 +134,7 @@ def main(argv: list[str] | None = None) -> dict:
         callbacks=[
             keras.callbacks.TensorBoard(log_dir=args.logdir),
             GradWatch(log_dir=args.logdir, held_out=(x_test[:256], y_test[:256])),
+            WeightNorms(log_dir=args.logdir),
         ],
     )
     _, accuracy = model.evaluate(x_test, y_test, verbose=0)
@@ -146,14 +149,20 @@ def main(argv: list[str] | None = None) -> dict:
         os.path.join(args.logdir, "heldout"),
         [f"{stat}/{path}" for path in conv_kernels for stat in CONV_STATS],
     )
+    moved = last_values(
+        os.path.join(args.logdir, "weights"),
+        [f"weight_change/{path}" for path in conv_kernels],
+    )
     conv = {
         path: {stat: last[f"{stat}/{path}"] for stat in CONV_STATS}
+        | {"weight_change": moved[f"weight_change/{path}"]}
         for path in conv_kernels
     }
     for path, stats in conv.items():
         print(
             f"{path}: last gradient norm {stats['grad_norm']:.4g}, "
-            f"gradient/weight {stats['grad_to_weight']:.4g}"
+            f"gradient/weight {stats['grad_to_weight']:.4g}, "
+            f"weight change over the epoch {stats['weight_change']:.4g}"
         )
     print(f"tensorboard --logdir {args.logdir}")
     return {"accuracy": float(accuracy), "grad_norm": grad_norms, "conv": conv}

@@ -11,9 +11,11 @@ scikit-learn's ``make_circles`` data set (bundled, nothing is downloaded):
 
 Each model writes one TensorBoard run directory, ``<logdir>/<model>/``, with
 the ``train`` and ``validation`` loss curves of ``keras.callbacks.TensorBoard``
-next to the ``heldout`` gradients of `keras_gradwatch.GradWatch`. Both models
-use the same layer names, so their ``grad/...`` histograms and
-``grad_norm/...`` curves overlay in TensorBoard.
+next to the ``heldout`` gradients of `keras_gradwatch.GradWatch` and the
+``weights`` run of `keras_gradwatch.WeightNorms` (each layer's weight L1 norm
+and how much it changed per epoch). Both models use the same layer names, so
+their ``grad/...`` histograms and ``grad_norm/...`` curves overlay in
+TensorBoard.
 
 Run it and open TensorBoard::
 
@@ -34,7 +36,7 @@ import numpy as np  # noqa: E402
 from sklearn.datasets import make_circles  # noqa: E402
 from sklearn.preprocessing import MinMaxScaler  # noqa: E402
 
-from keras_gradwatch import GradWatch  # noqa: E402
+from keras_gradwatch import GradWatch, WeightNorms  # noqa: E402
 
 # name: (activation, initializer factory). Every layer gets its own initializer:
 # one unseeded instance shared by several layers draws the same weights for all.
@@ -102,6 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
             callbacks=[
                 keras.callbacks.TensorBoard(log_dir=run_dir),
                 GradWatch(log_dir=run_dir, held_out=(x_test[:256], y_test[:256])),
+                WeightNorms(log_dir=run_dir),
             ],
         )
         _, accuracy = model.evaluate(x_test, y_test, verbose=0)

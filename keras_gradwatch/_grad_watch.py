@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Any
 
-import keras
-import tensorflow as tf
-
-from keras_gradwatch import _heldout, _summary, _validation, tags
+from keras_gradwatch import _heldout, _validation, tags
+from keras_gradwatch._callback import EpochLogger, logger
 from keras_gradwatch._probe import GradientProbe
 
-logger = logging.getLogger("keras_gradwatch")
 
-
-class GradWatch(keras.callbacks.Callback):
+class GradWatch(EpochLogger):
     """Logs per-weight gradient histograms and norms to TensorBoard.
 
     At the end of every `freq`-th epoch, computes the gradients of the
@@ -78,17 +73,13 @@ class GradWatch(keras.callbacks.Callback):
         buckets: int = 30,
         run: str = tags.DEFAULT_RUN,
     ) -> None:
-        super().__init__()
-        self.log_dir = _validation.log_dir(log_dir)
+        super().__init__(log_dir, freq=freq, run=run)
         _heldout.check(held_out)
         self.held_out = held_out
-        self.freq = _validation.positive_int("freq", freq)
         self.training = _validation.boolean("training", training)
         self.max_samples = _validation.positive_int("max_samples", max_samples)
         self.buckets = _validation.positive_int("buckets", buckets)
-        self.run = _validation.run_name(run)
         self._batch: _heldout.Batch | None = None
-        self._writer: tf.summary.SummaryWriter | None = None
         self._probe: GradientProbe | None = None
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
@@ -96,10 +87,10 @@ class GradWatch(keras.callbacks.Callback):
         if self._batch is None:
             self._batch = _heldout.take(self.held_out, self.max_samples)
             self._say_capped(self._batch)
-        self._writer = _summary.open_writer(self.log_dir, self.run)
+        writer = self._open_writer()
         self._probe = GradientProbe(
             self.model,
-            self._writer,
+            writer,
             buckets=self.buckets,
             training=self.training,
             description=(
@@ -119,19 +110,10 @@ class GradWatch(keras.callbacks.Callback):
             ) from error
         self._say_skipped()
 
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        if self._probe is None or self._batch is None or epoch % self.freq:
-            return
-        try:
-            stats, global_norm = self._probe(self._batch, epoch)
-        except Exception:
-            logger.exception(
-                "GradWatch failed at epoch %d and is off for the rest of this "
-                "fit; training goes on.",
-                epoch,
-            )
-            self._close()
-            return
+    def _log_epoch(self, epoch: int, logs: dict[str, Any] | None) -> None:
+        assert self._probe is not None
+        assert self._batch is not None
+        stats, global_norm = self._probe(self._batch, epoch)
         if logs is not None:
             logs[tags.LOGS_GRAD_NORM] = global_norm
         nonfinite = {
@@ -151,14 +133,8 @@ class GradWatch(keras.callbacks.Callback):
                 listed,
             )
 
-    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
-        self._close()
-
     def _close(self) -> None:
-        if self._writer is not None:
-            self._writer.flush()
-            self._writer.close()
-        self._writer = None
+        super()._close()
         self._probe = None
 
     def _say_capped(self, batch: _heldout.Batch) -> None:

@@ -293,3 +293,105 @@ def _histograms(
         [point, point, last[None, :] * tf.cast(count, tf.float64)[:, None]], 2
     )
     return tf.where(spread[:, None, None], spread_rows, point_rows)
+
+
+@tf.autograph.experimental.do_not_convert
+def weight_stats(
+    weights: Sequence[tf.Tensor],
+    previous: Sequence[tf.Tensor],
+    buckets: int | None,
+) -> tuple[tf.Tensor, tf.Tensor | None]:
+    """Norms of weights and of their change since `previous`.
+
+    Returns:
+        A float64 ``[k, 3]`` matrix whose columns are the statistics named in
+        `tags.WEIGHT_SCALARS` (L1 norm, L2 norm, ‖w − previous‖₁ / ‖w‖₁), and
+        float64 ``[k, buckets, 3]`` histograms of the weights, or None when
+        `buckets` is None.
+    """
+    parts = [tf.reshape(tf.cast(w, tf.float32), [-1]) for w in weights]
+    before = [tf.reshape(tf.cast(p, tf.float32), [-1]) for p in previous]
+    sum_abs = tf.stack([tf.reduce_sum(tf.abs(p)) for p in parts])
+    squares = tf.stack([2.0 * tf.nn.l2_loss(p) for p in parts])
+    moved = tf.stack(
+        [tf.reduce_sum(tf.abs(p - b)) for p, b in zip(parts, before, strict=True)]
+    )
+    # Finite float32 sums of squares and of changes prove every element of
+    # both snapshots finite and no sum overflowing; otherwise redo in float64.
+    common = tf.logical_and(
+        tf.reduce_all(tf.math.is_finite(squares)),
+        tf.reduce_all(tf.math.is_finite(moved)),
+    )
+
+    def fast() -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        return (
+            tf.cast(sum_abs, tf.float64),
+            tf.sqrt(tf.cast(squares, tf.float64)),
+            tf.cast(moved, tf.float64),
+        )
+
+    def exact() -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        wide = [tf.cast(p, tf.float64) for p in parts]
+        wide_before = [tf.cast(b, tf.float64) for b in before]
+        return (
+            tf.stack([tf.reduce_sum(tf.abs(w)) for w in wide]),
+            tf.sqrt(tf.stack([tf.reduce_sum(tf.square(w)) for w in wide])),
+            tf.stack(
+                [
+                    tf.reduce_sum(tf.abs(w - b))
+                    for w, b in zip(wide, wide_before, strict=True)
+                ]
+            ),
+        )
+
+    l1, l2, change = tf.cond(common, fast, exact)
+    # 0/0 (an all-zero weight that stayed so) is no change; NaN propagates.
+    relative = tf.where(change == 0.0, tf.constant(0.0, tf.float64), change / l1)
+    stats = tf.stack([l1, l2, relative], axis=1)
+    if buckets is None:
+        return stats, None
+    all_finite = tf.reduce_all(tf.math.is_finite(sum_abs))
+    return stats, _value_histograms(parts, all_finite, buckets)
+
+
+def _value_histograms(
+    parts: list[tf.Tensor], all_finite: tf.Tensor, buckets: int
+) -> tf.Tensor:
+    """Histograms of dense values, non-finite ones counted out as gradients'."""
+
+    def plain() -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, list[tf.Tensor]]:
+        return (
+            tf.stack([tf.reduce_min(p) for p in parts]),
+            tf.stack([tf.reduce_max(p) for p in parts]),
+            tf.zeros([len(parts)], tf.int64),
+            parts,
+        )
+
+    def masked() -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, list[tf.Tensor]]:
+        inf = tf.constant(float("inf"))
+        masks = [tf.math.is_finite(p) for p in parts]
+        pairs = list(zip(parts, masks, strict=True))
+        return (
+            tf.stack([tf.reduce_min(tf.where(m, p, inf)) for p, m in pairs]),
+            tf.stack([tf.reduce_max(tf.where(m, p, -inf)) for p, m in pairs]),
+            tf.stack(
+                [
+                    tf.size(m, out_type=tf.int64)
+                    - tf.math.count_nonzero(m, dtype=tf.int64)
+                    for m in masks
+                ]
+            ),
+            [tf.where(m, p, -inf) for p, m in pairs],
+        )
+
+    low, high, nonfinite, binned = tf.cond(all_finite, plain, masked)
+    size = tf.stack([tf.size(p, out_type=tf.int64) for p in parts])
+    return _histograms(
+        binned,
+        low,
+        high,
+        count=size - nonfinite,
+        nonfinite=nonfinite,
+        n_zeros=tf.zeros_like(size),
+        buckets=buckets,
+    )

@@ -49,13 +49,19 @@ def run_name(value: object) -> str:
     return value
 
 
-def compiled(model: object) -> None:
-    """Raises unless `model` is a Keras model compiled with a loss."""
+def keras_model(model: object) -> None:
+    """Raises unless `model` is a Keras 3 model."""
     if not isinstance(model, keras.Model):
         raise ValueError(
             "The callback needs a Keras 3 `keras.Model`. Received: "
             f"model of type {type(model).__name__}"
         )
+
+
+def compiled(model: object) -> None:
+    """Raises unless `model` is a Keras model compiled with a loss."""
+    keras_model(model)
+    assert isinstance(model, keras.Model)
     if not model.compiled:
         raise ValueError(
             "The model must be compiled (with a loss) before training; "

@@ -36,11 +36,29 @@ Tags (``<path>`` is the Keras ``weight.path``, e.g. ``sequential/dense_1/kernel`
 
     The same global norm is put into the epoch ``logs`` under ``grad_norm``.
 
+WeightNorms (run ``weights`` by default; same steps)
+    ============================  =========  ====================================
+    tag                           kind       value
+    ============================  =========  ====================================
+    ``weight_l1/<path>``          scalar     L1 norm ‖w‖₁
+    ``weight_l2/<path>``          scalar     L2 norm ‖w‖₂
+    ``weight_change/<path>``      scalar     ‖w − w_prev‖₁ / ‖w‖₁, w_prev being
+                                             the weight at the previous logged
+                                             epoch (at ``on_train_begin`` for
+                                             the first one)
+    ``weight/<path>``             histogram  weight values (``histograms=True``)
+    ============================  =========  ====================================
+
+    ``weight_change`` is the measured relative update per logged epoch; with
+    plain SGD, ``grad_to_weight`` times the learning rate is the expected
+    relative update per step (in L2 rather than L1 terms).
+
 Units and edge cases
     Norms and means follow NumPy on the dense gradient: a NaN element makes
     ``grad_norm``, ``grad_mean_abs`` and ``grad_max_abs`` NaN, an Inf makes
     them Inf. ``grad_to_weight`` is ``+inf`` for an all-zero weight with a
-    non-zero gradient and 0 when both are zero. A unit is the last axis of the
+    non-zero gradient and 0 when both are zero; ``weight_change`` likewise for
+    an all-zero weight that moved or did not. A unit is the last axis of the
     weight (the output units of a Dense or Conv kernel; the gates times units
     of a recurrent kernel; the features of an embedding table); a rank-0
     weight is one unit. An embedding's sparse gradient (``tf.IndexedSlices``)
@@ -75,6 +93,13 @@ GRAD_SCALARS = (
 GLOBAL_NORM_TAG = "grad_norm/global"
 LOGS_GRAD_NORM = "grad_norm"
 """Key of the global gradient norm in the epoch ``logs`` dict."""
+
+WEIGHTS_RUN = "weights"
+"""Run that WeightNorms writes to by default."""
+
+WEIGHT_HISTOGRAM = "weight"
+WEIGHT_SCALARS = ("weight_l1", "weight_l2", "weight_change")
+"""Per-weight scalar prefixes of WeightNorms, in the order it computes them."""
 
 
 def tag(prefix: str, path: str) -> str:

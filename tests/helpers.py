@@ -77,12 +77,24 @@ def np_stats(g: np.ndarray, w: np.ndarray) -> dict[str, float]:
     }
 
 
+def np_weight_stats(w: np.ndarray, previous: np.ndarray) -> dict[str, float]:
+    """WeightNorms' documented scalars, keyed by tag prefix, in plain NumPy."""
+    w = np.asarray(w, np.float64).ravel()
+    moved = np.abs(w - np.asarray(previous, np.float64).ravel()).sum()
+    l1 = np.abs(w).sum()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        change = 0.0 if moved == 0 else moved / l1
+    return {"weight_l1": l1, "weight_l2": np.linalg.norm(w), "weight_change": change}
+
+
 def np_histogram(g: np.ndarray, buckets: int = 30) -> np.ndarray:
     """TensorBoard's [left, right, count] rows over the finite values.
 
     Binning follows `tf.histogram_fixed_width`'s documented rule (equal-width
     buckets over [min, max], the maximum in the last bucket), evaluated with
-    the same float32 range arithmetic so boundaries agree exactly.
+    the same float32 range arithmetic. A value exactly on an inner edge may
+    fall on either side of it in the op's float32 arithmetic, so test data
+    avoids exact edges.
     """
     v = np.asarray(g, np.float32).ravel()
     v = v[np.isfinite(v)]

@@ -11,17 +11,22 @@ from helpers import load_script, read_run
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
-# script: (tiny arguments besides --logdir, run directories under --logdir)
+# script: (tiny arguments besides --logdir, run directories under --logdir,
+#          whether it runs WeightNorms too)
 CASES = {
-    "two_circles": (["--epochs", "2"], ["tanh_uniform", "relu_he"]),
-    "sentiment_gru_conv": (["--epochs", "1", "--samples", "64"], ["."]),
-    "activations_digits": (["--epochs", "1"], ["sigmoid", "relu", "leaky_relu"]),
+    "two_circles": (["--epochs", "2"], ["tanh_uniform", "relu_he"], True),
+    "sentiment_gru_conv": (["--epochs", "1", "--samples", "64"], ["."], True),
+    "activations_digits": (
+        ["--epochs", "1"],
+        ["sigmoid", "relu", "leaky_relu"],
+        False,
+    ),
 }
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_example_logs_gradients(name, tmp_path, capsys):
-    args, runs = CASES[name]
+    args, runs, weight_norms = CASES[name]
     epochs = int(args[args.index("--epochs") + 1])
     example = load_script(EXAMPLES / f"{name}.py")
 
@@ -31,7 +36,8 @@ def test_example_logs_gradients(name, tmp_path, capsys):
     assert f"tensorboard --logdir {tmp_path}" in capsys.readouterr().out
     for run in runs:
         run_dir = tmp_path / run
-        for sub in ("heldout", "train", "validation"):
+        subs = ["heldout", "train", "validation"] + ["weights"] * weight_norms
+        for sub in subs:
             assert (run_dir / sub).is_dir(), f"missing {run_dir / sub}"
         tensors = read_run(run_dir / "heldout")
         kernels = [
@@ -54,3 +60,10 @@ def test_example_logs_gradients(name, tmp_path, capsys):
             returned = returned[-1]
         np.testing.assert_allclose(returned, logged[epochs - 1], rtol=1e-6)
         assert 0.0 <= result["accuracy"] <= 1.0
+        if not weight_norms:
+            continue
+        moved = read_run(run_dir / "weights")
+        for tag in kernels:
+            change = moved[tag.replace("grad/", "weight_change/", 1)]
+            assert sorted(change) == list(range(epochs))
+            assert change[epochs - 1] > 0

@@ -1,0 +1,69 @@
+"""What the package's logging callbacks share: arguments, writer, failures."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from keras_gradwatch import _summary, _validation
+
+logger = logging.getLogger("keras_gradwatch")
+
+
+class EpochLogger(keras.callbacks.Callback):
+    """Writes to ``<log_dir>/<run>`` every `freq`-th epoch, never failing fit.
+
+    Subclasses build their traced function in `on_train_begin` (after
+    `_open_writer`) and implement `_log_epoch`. The writer lives from
+    `on_train_begin` to `on_train_end`, so one instance serves several `fit`
+    calls, each adding an event file to the run. An exception in
+    `_log_epoch` is logged and switches the callback off for the rest of that
+    `fit`: monitoring must not cost the user their training.
+    """
+
+    def __init__(self, log_dir: str | os.PathLike[str], *, freq: int, run: str) -> None:
+        super().__init__()
+        self.log_dir = _validation.log_dir(log_dir)
+        self.freq = _validation.positive_int("freq", freq)
+        self.run = _validation.run_name(run)
+        self._writer: tf.summary.SummaryWriter | None = None
+
+    def _open_writer(self) -> tf.summary.SummaryWriter:
+        self._close()
+        self._writer = _summary.open_writer(self.log_dir, self.run)
+        return self._writer
+
+    def _log_epoch(self, epoch: int, logs: dict[str, Any] | None) -> None:
+        raise NotImplementedError
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if self._writer is None or epoch % self.freq:
+            return
+        try:
+            self._log_epoch(epoch, logs)
+        except Exception:
+            logger.exception(
+                "%s failed at epoch %d and is off for the rest of this fit; "
+                "training goes on.",
+                type(self).__name__,
+                epoch,
+            )
+            self._close()
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        """Flushes and closes the writer; subclasses drop their function."""
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return
+        try:
+            writer.flush()
+            writer.close()
+        except Exception:
+            logger.exception("%s could not close its writer.", type(self).__name__)
