@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 import keras
@@ -81,3 +82,28 @@ def frozen_layers(model: keras.Model) -> list[str]:
         else:
             stack.extend(reversed(getattr(layer, "layers", [])))
     return found
+
+
+def number(
+    name: str, value: object, *, low: float | None = None, high: float | None = None
+) -> float:
+    """Returns `value` as a float if it is a real number in (low, high)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(
+            f"`{name}` must be a number. Received: {name}={value!r} "
+            f"of type {type(value).__name__}"
+        )
+    value = float(value)
+    if (
+        not math.isfinite(value)
+        or (low is not None and value <= low)
+        or (high is not None and value >= high)
+    ):
+        if low is not None and high is not None:
+            bounds = f"in ({low:g}, {high:g})"
+        elif low is not None:
+            bounds = f"> {low:g}"
+        else:
+            bounds = "finite" if high is None else f"< {high:g}"
+        raise ValueError(f"`{name}` must be {bounds}. Received: {name}={value!r}")
+    return value

@@ -125,3 +125,40 @@ def load_script(path: Path) -> ModuleType:
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+class NpAutoClip:
+    """AutoClip's documented rules, step by step, in plain Python/NumPy."""
+
+    def __init__(self, mode="zscore", *, alpha=0.97, z=2.5, warmup=25,
+                 percentile=10.0, window=1000, threshold=None):  # fmt: skip
+        self.mode, self.alpha, self.z, self.warmup = mode, alpha, z, warmup
+        self.percentile, self.window, self.threshold = percentile, window, threshold
+        self.norms: list[float] = []  # finite norms, in order
+        self.mean = self.var = None
+
+    def factor(self, norm: float) -> float | None:
+        """Scale for this step's gradients; None when the step is skipped."""
+        if not np.isfinite(norm):
+            return None
+        if self.mode == "fixed":
+            bound = self.threshold
+        elif self.mode == "percentile":
+            self.norms.append(norm)
+            bound = np.percentile(self.norms[-self.window :], self.percentile)
+        else:
+            bound = self._zscore(norm)
+        return bound / norm if norm > bound else 1.0
+
+    def _zscore(self, norm: float) -> float:
+        if self.mean is None:  # warm-up: no clipping
+            self.norms.append(norm)
+            if len(self.norms) == self.warmup:
+                self.mean = float(np.mean(self.norms))
+                self.var = float(np.var(self.norms))
+            return np.inf
+        bound = self.mean + self.z * np.sqrt(self.var)
+        used = min(norm, bound)
+        self.mean = self.alpha * self.mean + (1 - self.alpha) * used
+        self.var = self.alpha * self.var + (1 - self.alpha) * (used - self.mean) ** 2
+        return bound

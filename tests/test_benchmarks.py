@@ -23,3 +23,14 @@ def test_overhead_benchmark_runs(tmp_path, capsys):
     assert "| (a) two-circles MLP |" in capsys.readouterr().out
     assert overhead.main(["--from-json", str(out)]) == 0
     assert "per epoch" in capsys.readouterr().out
+
+
+def test_autoclip_benchmark_runs(capsys):
+    ratios = load("autoclip").main(["--quick"])
+    assert set(ratios) == {
+        "none",
+        "keras_global_clipnorm",
+        "autoclip_zscore",
+        "autoclip_percentile",
+    }
+    assert "AutoClip (zscore) per-step ratio" in capsys.readouterr().out

@@ -1,0 +1,520 @@
+"""AutoClip: gradient clipping that trips by itself, inside the train step.
+
+How it hooks in (Keras 3, TensorFlow backend). Keras has no public
+gradient-processing hook, and `optimizer.global_clipnorm` is read once, when
+the train function is traced, and applied per replica before the gradients
+are summed. AutoClip instead wraps the instance's `apply` (the public method
+every update passes through: `apply_gradients` calls it, and
+`LossScaleOptimizer` calls its inner optimizer's with unscaled gradients),
+and rebuilds the train function once per `fit` so the wrapper is traced in.
+The wrapper sums the gradients across replicas itself, measures the global
+norm of the sum, decides, and hands the clipped sum to the original `apply`,
+whose own cross-replica sum (the private `_all_reduce_sum_gradients`) is made
+the identity so nothing is summed twice. The decision lives in variables, so
+no step retraces; a skipped step does not call `apply` at all (like
+`LossScaleOptimizer`, through a cross-replica `cond` where the strategy
+needs `merge_call`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from keras_gradwatch import _summary, _validation
+
+logger = logging.getLogger("keras_gradwatch")
+
+MODES = ("zscore", "percentile", "fixed")
+STATE_ATTRIBUTE = "_keras_gradwatch_autoclip"
+"""Attribute of the optimizer that holds AutoClip's state (checkpointed)."""
+SCALARS = ("threshold", "max_norm", "clipped_steps", "skipped_steps")
+"""Reported per epoch as ``autoclip/<name>`` and ``logs["autoclip_<name>"]``."""
+
+
+class _ClipState(keras.layers.Layer):
+    """AutoClip's variables, an attribute of the optimizer.
+
+    Keras saves every saveable attribute of the optimizer with the model's
+    weights, so `model.save_weights`, `ModelCheckpoint` and `BackupAndRestore`
+    carry this state. A checkpoint written before AutoClip was added loads
+    without it (the state starts fresh).
+    """
+
+    def __init__(self, window: int) -> None:
+        super().__init__(name="keras_gradwatch_autoclip")
+        self.window = window
+
+        def add(name: str, dtype: str, init: float = 0.0, shape: Any = ()) -> Any:
+            return self.add_weight(
+                shape=shape,
+                dtype=dtype,
+                initializer=keras.initializers.Constant(init),
+                trainable=False,
+                name=name,
+                aggregation="only_first_replica",
+            )
+
+        self.steps = add("steps", "int64")
+        self.seen = add("seen", "int64")  # steps with a finite norm
+        self.mean = add("mean", "float64")  # warm-up: running sum
+        self.var = add("var", "float64")  # warm-up: running sum of squares
+        self.history = add("history", "float64", math.inf, (window,))
+        self.threshold = add("threshold", "float64", math.nan)
+        self.clipped = add("clipped", "int64")
+        self.skipped = add("skipped", "int64")
+        self.epoch_max_norm = add("epoch_max_norm", "float64")
+        self.epoch_clipped = add("epoch_clipped", "int64")
+        self.epoch_skipped = add("epoch_skipped", "int64")
+        self.first_trip_step = add("first_trip_step", "int64", -1.0)
+        self.first_trip_norm = add("first_trip_norm", "float64")
+        self.built = True
+
+    def load_own_variables(self, store: Any) -> None:
+        if len(store.keys()) == 0:
+            logger.info(
+                "AutoClip: the checkpoint has no AutoClip state; starting fresh."
+            )
+            return
+        super().load_own_variables(store)
+
+
+class AutoClip(keras.callbacks.Callback):
+    """Clips the global gradient norm when it spikes; skips non-finite steps.
+
+    Pass it to `fit` like any callback. Every training step, inside the
+    compiled train function, it measures the global norm of the gradients
+    (after they are summed across replicas under `tf.distribute`, and
+    unscaled under mixed precision) and decides:
+
+    - ``mode="zscore"`` (default, after ZClip, 2025): an exponential moving
+      average of the norm and of its variance (factor `alpha`), started from
+      the mean and variance of the first `warmup` finite steps. A step whose
+      norm exceeds ``mean + z * std`` trips and is scaled down to that bound;
+      the statistics are updated with the clipped norm. No clipping during
+      warm-up.
+    - ``mode="percentile"`` (AutoClip, Seetharaman et al., 2020): every step
+      is clipped to the `percentile`-th percentile (NumPy's linear rule) of
+      the finite norms of the last `window` steps, this one included. The
+      paper keeps the whole history; a window bounds the memory and follows
+      the norms as training changes them.
+    - ``mode="fixed"``: a step whose norm exceeds `threshold` is scaled down
+      to it.
+
+    In every mode a step whose gradients hold NaN or Inf is skipped: the
+    optimizer is not called, so no update reaches the weights or the
+    optimizer's state, and the step is counted. (Under `LossScaleOptimizer`
+    such steps are the loss scaler's to skip, and are not counted here.)
+
+    Per epoch it reports ``threshold`` (the bound in force after the epoch's
+    last step; NaN during warm-up), ``max_norm``, ``clipped_steps`` and
+    ``skipped_steps`` as ``logs["autoclip_<name>"]`` and, with `log_dir`,
+    as scalars ``autoclip/<name>`` in ``<log_dir>/<run>``; the first trip is
+    logged on the ``keras_gradwatch`` logger. Its state is a saveable
+    attribute of the optimizer, so checkpoints (`save_weights`,
+    `BackupAndRestore`) carry and restore it.
+
+    The train function is rebuilt at the start of each `fit` with AutoClip
+    in it (one trace, as for the first `fit`), and again after it without.
+    The optimizer must not clip by itself (`clipnorm`, `clipvalue`,
+    `global_clipnorm`) nor accumulate gradients.
+
+    Example:
+
+    ```python
+    model.fit(x, y, epochs=100, callbacks=[AutoClip(log_dir="logs/run1")])
+    ```
+
+    Args:
+        mode: ``"zscore"``, ``"percentile"`` or ``"fixed"``.
+        alpha: zscore: smoothing factor of the moving averages, in (0, 1).
+        z: zscore: how many standard deviations above the mean trip.
+        warmup: zscore: steps that only gather statistics.
+        percentile: percentile: the percentile clipped to, in (0, 100).
+        window: percentile: how many recent norms the percentile spans.
+        threshold: fixed: the norm clipped to (required for that mode only).
+        log_dir: Optional directory of TensorBoard logs.
+        run: Run sub-directory of `log_dir`. Defaults to ``"autoclip"``.
+
+    Raises:
+        TypeError, ValueError: an argument is malformed (at construction),
+            or `on_train_begin` finds an optimizer it cannot support.
+    """
+
+    def __init__(
+        self,
+        mode: str = "zscore",
+        *,
+        alpha: float = 0.97,
+        z: float = 2.5,
+        warmup: int = 25,
+        percentile: float = 10.0,
+        window: int = 1000,
+        threshold: float | None = None,
+        log_dir: str | os.PathLike[str] | None = None,
+        run: str = "autoclip",
+    ) -> None:
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(
+                f"`mode` must be one of {', '.join(map(repr, MODES))}. "
+                f"Received: mode={mode!r}"
+            )
+        self.mode = mode
+        self.alpha = _validation.number("alpha", alpha, low=0.0, high=1.0)
+        self.z = _validation.number("z", z, low=0.0)
+        self.warmup = _validation.positive_int("warmup", warmup)
+        self.percentile = _validation.number(
+            "percentile", percentile, low=0.0, high=100.0
+        )
+        self.window = _validation.positive_int("window", window)
+        if mode == "fixed":
+            if threshold is None:
+                raise ValueError(
+                    '`threshold` is required with mode="fixed". Received: '
+                    "threshold=None"
+                )
+            self.threshold: float | None = _validation.number(
+                "threshold", threshold, low=0.0
+            )
+        elif threshold is not None:
+            raise ValueError(
+                f'`threshold` applies to mode="fixed" only. Received: '
+                f"threshold={threshold!r} with mode={mode!r}"
+            )
+        else:
+            self.threshold = None
+        self.log_dir = None if log_dir is None else _validation.log_dir(log_dir)
+        self.run = _validation.run_name(run)
+        self._state: _ClipState | None = None
+        self._optimizer: Any = None
+        self._writer: tf.summary.SummaryWriter | None = None
+        self._announced = False
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def set_model(self, model: keras.Model) -> None:
+        super().set_model(model)
+        # Before any on_train_begin, so that BackupAndRestore, wherever it is
+        # in the callback list, restores into this state.
+        if isinstance(model, keras.Model) and getattr(model, "optimizer", None):
+            self._attach(_target(model.optimizer))
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        model = self.model
+        _validation.compiled(model)
+        if keras.backend.backend() != "tensorflow":
+            raise ValueError(
+                "AutoClip needs the TensorFlow backend. Received: backend="
+                f"{keras.backend.backend()!r}"
+            )
+        optimizer = _target(model.optimizer)
+        _check_optimizer(optimizer)
+        self._attach(optimizer)
+        if not optimizer.built:
+            optimizer.build(model.trainable_variables)
+        self._install(optimizer)
+        model.make_train_function(force=True)
+        if self.log_dir is not None:
+            self._writer = _summary.open_writer(self.log_dir, self.run)
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        state = self._state
+        if state is not None:
+            state.epoch_max_norm.assign(0.0)
+            state.epoch_clipped.assign(0)
+            state.epoch_skipped.assign(0)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        state = self._state
+        if state is None:
+            return
+        values = {
+            "threshold": float(state.threshold.numpy()),
+            "max_norm": float(state.epoch_max_norm.numpy()),
+            "clipped_steps": int(state.epoch_clipped.numpy()),
+            "skipped_steps": int(state.epoch_skipped.numpy()),
+        }
+        if logs is not None:
+            logs.update({f"autoclip_{k}": v for k, v in values.items()})
+        self._announce(epoch, values)
+        if self._writer is not None:
+            try:
+                with self._writer.as_default(step=epoch):
+                    for name, value in values.items():
+                        _summary.scalar(
+                            f"autoclip/{name}",
+                            tf.constant(value, tf.float64),
+                            f"AutoClip ({self.mode}), per epoch.",
+                        )
+            except Exception:
+                logger.exception(
+                    "AutoClip could not write its scalars; clipping goes on."
+                )
+                self._close_writer()
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        self._close_writer()
+        if self._optimizer is not None:
+            _uninstall(self._optimizer)
+            self._optimizer = None
+            # The traced train function has AutoClip in it; a later fit
+            # without AutoClip must trace a new one.
+            self.model.train_function = None
+
+    # -- state and hook ----------------------------------------------------
+
+    def _attach(self, optimizer: Any) -> None:
+        state = getattr(optimizer, STATE_ATTRIBUTE, None)
+        if not isinstance(state, _ClipState) or state.window != self.window:
+            strategy = getattr(self.model, "distribute_strategy", None)
+            with (strategy or tf.distribute.get_strategy()).scope():
+                state = _ClipState(self.window)
+            setattr(optimizer, STATE_ATTRIBUTE, state)
+        self._state = state
+
+    def _install(self, optimizer: Any) -> None:
+        _uninstall(optimizer)
+        original = optimizer.apply
+
+        def apply(grads: Any, trainable_variables: Any = None) -> None:
+            # Sparse (embedding) gradients are made dense: their norm needs
+            # duplicate rows summed, and the optimizers that keep moments
+            # (momentum, Adam...) densify them anyway.
+            grads = [
+                tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g
+                for g in grads
+            ]
+            context = tf.distribute.get_replica_context()
+            if context is not None and context.num_replicas_in_sync > 1:
+                grads = _sum_across_replicas(context, grads)
+            norm = _global_norm(grads)
+
+            def update(factor: tf.Tensor, variables: Any) -> None:
+                original(_scale(grads, factor), variables)
+
+            if tf.__internal__.distribute.strategy_supports_no_merge_call():
+                factor, finite = self._decide(norm)
+                tf.cond(finite, lambda: update(factor, trainable_variables), _no_op)
+                return
+
+            def cross_replica(distribution: Any, norm: Any, variables: Any) -> None:
+                # Every replica holds the same summed gradients, hence norm.
+                first = distribution.experimental_local_results(norm)[0]
+                factor, finite = self._decide(first)
+
+                def apply_all() -> None:
+                    distribution.extended.call_for_each_replica(
+                        update, args=(factor, variables)
+                    )
+
+                # A cond whose branch calls merge_call (as apply does) must
+                # be built in a cross-replica context.
+                tf.cond(finite, apply_all, _no_op)
+
+            context.merge_call(cross_replica, args=(norm, trainable_variables))
+
+        optimizer.apply = apply
+        # The wrapper has already summed the gradients across replicas.
+        optimizer._all_reduce_sum_gradients = _unchanged
+        self._optimizer = optimizer
+
+    def _decide(self, norm: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Updates the state for one step; returns (scale factor, finite)."""
+        s = self._state
+        assert s is not None
+        finite = tf.math.is_finite(norm)
+        safe = tf.where(finite, norm, tf.constant(0.0, tf.float64))
+        seen = s.seen.value
+        threshold = s.threshold.value
+        if self.mode == "fixed":
+            bound = tf.constant(self.threshold, tf.float64)
+            next_threshold = bound
+        elif self.mode == "zscore":
+            bound, next_threshold = self._zscore(s, finite, safe, seen)
+        else:
+            bound = self._percentile(s, finite, safe, seen)
+            next_threshold = bound
+        trip = tf.logical_and(finite, norm > bound)
+        factor = tf.where(trip, bound / tf.where(trip, norm, 1.0), 1.0)
+
+        steps = s.steps.value + 1
+        s.steps.assign(steps)
+        s.seen.assign(seen + tf.cast(finite, tf.int64))
+        s.threshold.assign(tf.where(finite, next_threshold, threshold))
+        s.clipped.assign_add(tf.cast(trip, tf.int64))
+        s.skipped.assign_add(tf.cast(tf.logical_not(finite), tf.int64))
+        s.epoch_clipped.assign_add(tf.cast(trip, tf.int64))
+        s.epoch_skipped.assign_add(tf.cast(tf.logical_not(finite), tf.int64))
+        s.epoch_max_norm.assign(tf.maximum(s.epoch_max_norm.value, safe))
+        first = tf.logical_and(trip, s.first_trip_step.value < 0)
+        s.first_trip_step.assign(tf.where(first, steps, s.first_trip_step.value))
+        s.first_trip_norm.assign(tf.where(first, norm, s.first_trip_norm.value))
+        return factor, finite
+
+    def _zscore(
+        self, s: _ClipState, finite: tf.Tensor, norm: tf.Tensor, seen: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        mean, var = s.mean.value, s.var.value
+        warm = seen < self.warmup
+        nan = tf.constant(math.nan, tf.float64)
+        bound = tf.where(warm, nan, mean + self.z * tf.sqrt(tf.maximum(var, 0.0)))
+        used = tf.where(tf.logical_and(~warm, norm > bound), bound, norm)
+        # During warm-up `mean` and `var` hold the sum and sum of squares.
+        total, squares = mean + used, var + used * used
+        n = float(self.warmup)
+        started = tf.equal(seen + 1, self.warmup)
+        first_mean = total / n
+        first_var = tf.maximum(squares / n - first_mean * first_mean, 0.0)
+        ema_mean = self.alpha * mean + (1.0 - self.alpha) * used
+        ema_var = self.alpha * var + (1.0 - self.alpha) * (used - ema_mean) ** 2
+        new_mean = tf.where(warm, tf.where(started, first_mean, total), ema_mean)
+        new_var = tf.where(warm, tf.where(started, first_var, squares), ema_var)
+        s.mean.assign(tf.where(finite, new_mean, mean))
+        s.var.assign(tf.where(finite, new_var, var))
+        ready = tf.logical_or(~warm, started)
+        next_bound = new_mean + self.z * tf.sqrt(new_var)
+        return bound, tf.where(ready, next_bound, nan)
+
+    def _percentile(
+        self, s: _ClipState, finite: tf.Tensor, norm: tf.Tensor, seen: tf.Tensor
+    ) -> tf.Tensor:
+        window = self.window
+        slot = tf.math.floormod(seen, window)
+        history = tf.tensor_scatter_nd_update(s.history.value, [[slot]], [norm])
+        history = tf.where(finite, history, s.history.value)
+        s.history.assign(history)
+        count = tf.minimum(seen + tf.cast(finite, tf.int64), window)
+        ordered = tf.sort(history)  # unfilled slots hold +inf, at the end
+        position = (
+            self.percentile / 100.0 * tf.cast(tf.maximum(count - 1, 0), tf.float64)
+        )
+        low = tf.cast(tf.floor(position), tf.int64)
+        high = tf.minimum(low + 1, tf.maximum(count - 1, 0))
+        below, above = tf.gather(ordered, low), tf.gather(ordered, high)
+        fraction = position - tf.cast(low, tf.float64)
+        return tf.where(high > low, below + fraction * (above - below), below)
+
+    # -- reporting ---------------------------------------------------------
+
+    def _announce(self, epoch: int, values: dict[str, float]) -> None:
+        state = self._state
+        assert state is not None
+        if values["skipped_steps"]:
+            logger.warning(
+                "AutoClip skipped %d step(s) with non-finite gradients in epoch %d.",
+                values["skipped_steps"],
+                epoch,
+            )
+        step = int(state.first_trip_step.numpy())
+        if step >= 0 and not self._announced:
+            self._announced = True
+            logger.warning(
+                "AutoClip (%s) first clipped at training step %d: gradient norm "
+                "%.4g; %d step(s) clipped in epoch %d, threshold now %.4g.",
+                self.mode,
+                step,
+                float(state.first_trip_norm.numpy()),
+                values["clipped_steps"],
+                epoch,
+                values["threshold"],
+            )
+
+    def _close_writer(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            try:
+                writer.flush()
+                writer.close()
+            except Exception:
+                logger.exception("AutoClip could not close its writer.")
+
+
+def _target(optimizer: Any) -> Any:
+    """The optimizer that sees unscaled gradients (inside a loss scaler)."""
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return optimizer.inner_optimizer
+    return optimizer
+
+
+def _check_optimizer(optimizer: Any) -> None:
+    name = type(optimizer).__name__
+    if not isinstance(optimizer, keras.optimizers.Optimizer):
+        raise ValueError(f"AutoClip needs a Keras 3 optimizer. Received: {name}")
+    if not hasattr(optimizer, "_all_reduce_sum_gradients"):
+        raise ValueError(
+            f"AutoClip does not support this Keras release's {name}: it has no "
+            "`_all_reduce_sum_gradients` to take over. Please report the "
+            f"Keras version ({keras.__version__})."
+        )
+    for option in ("clipnorm", "clipvalue", "global_clipnorm"):
+        if getattr(optimizer, option, None):
+            raise ValueError(
+                f"AutoClip replaces the optimizer's own clipping; create the "
+                f"optimizer without `{option}`. Received: {option}="
+                f"{getattr(optimizer, option)!r}"
+            )
+    if getattr(optimizer, "gradient_accumulation_steps", None):
+        raise ValueError(
+            "AutoClip does not support gradient accumulation. Received: "
+            f"gradient_accumulation_steps={optimizer.gradient_accumulation_steps}"
+        )
+
+
+def _uninstall(optimizer: Any) -> None:
+    for name in ("apply", "_all_reduce_sum_gradients"):
+        if name in vars(optimizer):
+            delattr(optimizer, name)
+
+
+def _unchanged(grads_and_vars: Any) -> list[Any]:
+    return list(grads_and_vars)
+
+
+def _no_op() -> None:
+    return None
+
+
+def _sum_across_replicas(context: Any, grads: list[Any]) -> list[Any]:
+    present = [g for g in grads if g is not None]
+    if not present:
+        return grads
+    summed = iter(context.all_reduce(tf.distribute.ReduceOp.SUM, present))
+    return [None if g is None else next(summed) for g in grads]
+
+
+def _global_norm(grads: list[Any]) -> tf.Tensor:
+    """L2 norm of all (dense) gradients together, as float64."""
+    values = [tf.reshape(g, [-1]) for g in grads if g is not None]
+    if not values:
+        return tf.constant(0.0, tf.float64)
+    fast = tf.sqrt(
+        tf.add_n([2.0 * tf.nn.l2_loss(tf.cast(v, tf.float32)) for v in values])
+    )
+
+    def exact() -> tf.Tensor:
+        squares = [tf.reduce_sum(tf.square(tf.cast(v, tf.float64))) for v in values]
+        return tf.sqrt(tf.add_n(squares))
+
+    # A float32 sum of squares can overflow for finite gradients: redo it.
+    return tf.cond(tf.math.is_finite(fast), lambda: tf.cast(fast, tf.float64), exact)
+
+
+def _scale(grads: list[Any], factor: tf.Tensor) -> list[Any]:
+    """Gradients times `factor`, without a pass over them when it is 1."""
+    present = [g for g in grads if g is not None]
+    if not present:
+        return grads
+    scaled = iter(
+        tf.cond(
+            factor < 1.0,
+            lambda: [g * tf.cast(factor, g.dtype) for g in present],
+            lambda: [tf.identity(g) for g in present],
+        )
+    )
+    return [None if g is None else next(scaled) for g in grads]

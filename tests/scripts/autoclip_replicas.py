@@ -1,0 +1,95 @@
+"""One AutoClip step on 1 or 2 replicas, float32 or mixed_float16; prints JSON.
+
+Run in its own process: the two logical CPU devices must be configured before
+TensorFlow starts. Used by tests/test_autoclip_distributed.py.
+"""
+
+import json
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import tensorflow as tf  # noqa: E402
+
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(
+    cpu, [tf.config.LogicalDeviceConfiguration()] * 2
+)
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from keras_gradwatch import AutoClip  # noqa: E402
+
+THRESHOLD = 1e-3
+data = np.random.default_rng(0)
+X = data.normal(size=(16, 6)).astype("float32")
+Y = data.normal(size=(16, 1)).astype("float32")
+
+
+def build():
+    keras.utils.set_random_seed(0)
+    return keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dense(1),
+        ]
+    )
+
+
+def reference_norm():
+    """Single device, float32: the norm of the whole batch's gradient."""
+    model = build()
+    model.compile(keras.optimizers.SGD(1.0), "mse")
+    with tf.GradientTape() as tape:
+        loss = model.compute_loss(x=X, y=Y, y_pred=model(X, training=True))
+    grads = tape.gradient(loss, model.trainable_weights)
+    return float(np.sqrt(sum(np.sum(g.numpy().astype(np.float64) ** 2) for g in grads)))
+
+
+def step(replicas, policy, clipping):
+    keras.mixed_precision.set_global_policy(policy)
+    strategy = (
+        tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        if replicas == 2
+        else tf.distribute.get_strategy()
+    )
+    with strategy.scope():
+        model = build()
+        options = {"global_clipnorm": THRESHOLD} if clipping == "keras" else {}
+        model.compile(keras.optimizers.SGD(1.0, **options), "mse")
+    before = [w.numpy().astype(np.float64) for w in model.trainable_weights]
+    callbacks = (
+        [AutoClip("fixed", threshold=THRESHOLD)] if clipping == "autoclip" else []
+    )
+    history = model.fit(X, Y, batch_size=16, epochs=1, shuffle=False, verbose=0,
+                        callbacks=callbacks).history  # fmt: skip
+    after = [w.numpy().astype(np.float64) for w in model.trainable_weights]
+    keras.mixed_precision.set_global_policy("float32")
+    return {
+        "replicas": replicas,
+        "policy": policy,
+        "clipping": clipping,
+        "update_norm": float(
+            np.sqrt(
+                sum(np.sum((b - a) ** 2) for b, a in zip(before, after, strict=True))
+            )
+        ),
+        "measured_norm": history.get("autoclip_max_norm", [None])[0],
+        "skipped": history.get("autoclip_skipped_steps", [None])[0],
+    }
+
+
+if __name__ == "__main__":
+    results = [
+        step(replicas, policy, clipping)
+        for replicas, policy, clipping in [
+            (2, "float32", "autoclip"),
+            (2, "float32", "keras"),
+            (1, "mixed_float16", "autoclip"),
+            (2, "mixed_float16", "autoclip"),
+        ]
+    ]
+    print(json.dumps({"threshold": THRESHOLD, "reference_norm": reference_norm(),
+                      "results": results}))  # fmt: skip

@@ -1,0 +1,382 @@
+"""AutoClip: clipping and skipping inside the train step, against NumPy."""
+
+import inspect
+import logging
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from helpers import NpAutoClip, read_run
+from keras_gradwatch import AutoClip, _autoclip
+
+rng = np.random.default_rng(11)
+
+
+def state_of(model):
+    state = getattr(model.optimizer, _autoclip.STATE_ATTRIBUTE)
+    return {v.name: v.numpy().copy() for v in state.weights}
+
+
+# -- Must show 2: the applied update is the clipped gradient ----------------
+
+BATCH = 8
+X = (rng.normal(size=(BATCH * 24, 3)) * 0.3).astype("float32")
+Y = (X @ rng.normal(size=(3, 1))).astype("float32")
+X[BATCH * 7 : BATCH * 8] *= 20.0  # spikes
+X[BATCH * 15 : BATCH * 16] *= 40.0
+X[BATCH * 20 : BATCH * 21] *= 10.0
+
+
+def small_model(lr=1.0, **optimizer):
+    keras.utils.set_random_seed(0)
+    m = keras.Sequential(
+        [
+            keras.Input((3,)),
+            keras.layers.Dense(4, activation="tanh"),
+            keras.layers.Dense(1),
+        ]
+    )
+    m.compile(keras.optimizers.SGD(lr, **optimizer), "mse")
+    return m
+
+
+class UpdateRecorder(keras.callbacks.Callback):
+    """Per step: the gradient at the weights before it, and the update."""
+
+    def __init__(self, x, y):
+        super().__init__()
+        self.x, self.y = x, y
+        self.grads, self.updates = [], []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        xs = self.x[batch * BATCH : (batch + 1) * BATCH]
+        ys = self.y[batch * BATCH : (batch + 1) * BATCH]
+        weights = self.model.trainable_weights
+        with tf.GradientTape() as tape:
+            loss = self.model.compute_loss(
+                x=xs, y=ys, y_pred=self.model(xs, training=True), training=True
+            )
+        grads = tape.gradient(loss, weights)  # sparse ones summed densely here
+        self.grads.append(
+            [tf.convert_to_tensor(g).numpy().astype(np.float64) for g in grads]
+        )
+        self.before = [w.numpy().astype(np.float64) for w in weights]
+
+    def on_train_batch_end(self, batch, logs=None):
+        after = [w.numpy().astype(np.float64) for w in self.model.trainable_weights]
+        self.updates.append([b - a for b, a in zip(self.before, after, strict=True)])
+
+
+MODES = {
+    "zscore": {"warmup": 5, "z": 1.5},
+    "percentile": {"percentile": 50.0, "window": 6},
+    "fixed": {"threshold": 0.5},
+}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_update_is_the_clipped_gradient(mode):
+    model = small_model()
+    recorder = UpdateRecorder(X, Y)
+    model.fit(
+        X, Y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0,
+        callbacks=[recorder, AutoClip(mode, **MODES[mode])],
+    )  # fmt: skip
+    reference = NpAutoClip(mode, **MODES[mode])
+    factors = []
+    for step, (grads, update) in enumerate(
+        zip(recorder.grads, recorder.updates, strict=True)
+    ):
+        norm = np.sqrt(sum(np.sum(g**2) for g in grads))
+        factor = reference.factor(norm)
+        factors.append(factor)
+        # The update is read back as a difference of float32 weights.
+        for g, u in zip(grads, update, strict=True):
+            np.testing.assert_allclose(
+                u, factor * g, rtol=1e-4, atol=1e-6, err_msg=f"step {step}"
+            )
+    clipped = sum(f < 1.0 for f in factors)
+    assert 0 < clipped < len(factors), factors
+
+
+def test_sparse_embedding_gradient_counts_as_its_dense_sum():
+    ids = np.array([[1, 1, 3], [3, 3, 0], [1, 2, 2], [0, 0, 0]], "int32")
+    targets = np.arange(4, dtype="float32")[:, None]
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((3,), dtype="int32"),
+            keras.layers.Embedding(6, 2),
+            keras.layers.Flatten(),
+            keras.layers.Dense(1),
+        ]
+    )
+    model.compile(keras.optimizers.SGD(1.0), "mse")
+    recorder = UpdateRecorder(ids, targets)
+    model.fit(ids, targets, batch_size=BATCH, epochs=1, verbose=0,
+              callbacks=[recorder, AutoClip("fixed", threshold=0.05)])  # fmt: skip
+    grads = recorder.grads[0]
+    norm = np.sqrt(sum(np.sum(g**2) for g in grads))
+    assert norm > 0.05
+    for g, u in zip(grads, recorder.updates[0], strict=True):
+        np.testing.assert_allclose(u, 0.05 / norm * g, rtol=1e-4, atol=1e-7)
+
+
+# -- Must show 1: divergence and a poisoned batch --------------------------
+
+
+def spiky_regression():
+    """Clean regression data with one corrupted sample in three batches."""
+    data = np.random.default_rng(0)
+    x = data.normal(size=(32 * 64, 8)).astype("float32")
+    y = (x @ data.normal(size=(8, 1))).astype("float32")
+    for batch in (30, 45, 60):
+        x[batch * 32 + 3] *= 100.0  # a sensor glitch
+    return x, y
+
+
+def relu_net():
+    keras.utils.set_random_seed(0)
+    m = keras.Sequential(
+        [
+            keras.Input((8,)),
+            keras.layers.Dense(32, activation="relu"),
+            keras.layers.Dense(32, activation="relu"),
+            keras.layers.Dense(1),
+        ]
+    )
+    m.compile(keras.optimizers.SGD(0.01, momentum=0.9), "mse")
+    return m
+
+
+def finite(model):
+    return all(np.isfinite(w.numpy()).all() for w in model.weights)
+
+
+def test_spikes_diverge_to_nan_without_and_train_with_defaults(caplog):
+    x, y = spiky_regression()
+    plain = relu_net()
+    history = plain.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0)
+    assert np.isnan(history.history["loss"][-1])
+    assert not finite(plain)
+
+    clipped = relu_net()
+    with caplog.at_level(logging.WARNING, logger="keras_gradwatch"):
+        history = clipped.fit(
+            x, y, batch_size=32, epochs=2, shuffle=False, verbose=0,
+            callbacks=[AutoClip()],
+        )  # fmt: skip
+    assert np.isfinite(history.history["loss"]).all()
+    assert finite(clipped)
+    assert history.history["autoclip_clipped_steps"][0] >= 3
+    assert history.history["autoclip_skipped_steps"] == [0, 0]
+    assert "AutoClip (zscore) first clipped at training step" in caplog.text
+    # Away from the glitches the net has learned the regression.
+    clean = np.abs(x).max(axis=1) < 10
+    mse = float(np.mean((clipped.predict(x[clean], verbose=0) - y[clean]) ** 2))
+    assert mse < 0.1 * float(np.mean(y[clean] ** 2))
+
+
+class Weights(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.after = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.after.append([w.numpy().copy() for w in self.model.weights])
+
+
+def test_nan_batch_is_skipped_and_counted():
+    x, y = spiky_regression()
+    x = x[: 32 * 10] / np.abs(x[: 32 * 10]).max()
+    y = y[: 32 * 10]
+    x[32 * 4 + 5, 2] = np.nan
+
+    plain = relu_net()
+    plain.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
+    assert not finite(plain)
+
+    model, weights = relu_net(), Weights()
+    history = model.fit(
+        x, y, batch_size=32, epochs=1, shuffle=False, verbose=0,
+        callbacks=[weights, AutoClip()],
+    )  # fmt: skip
+    assert finite(model)
+    assert history.history["autoclip_skipped_steps"] == [1]
+    # Nothing moved at the skipped step: weights, momentum, iteration count.
+    for before, after in zip(weights.after[3], weights.after[4], strict=True):
+        np.testing.assert_array_equal(before, after)
+    assert int(model.optimizer.iterations.numpy()) == 9
+    assert not np.array_equal(weights.after[4][0], weights.after[5][0])
+
+
+# -- Must show 4: state saved, restored, continued -------------------------
+
+
+def test_state_survives_save_weights_and_reload(tmp_path):
+    x, y = spiky_regression()
+    model = relu_net()
+    model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0,
+              callbacks=[AutoClip()])  # fmt: skip
+    saved = state_of(model)
+    assert saved["seen"] == 64
+    assert saved["clipped"] >= 3
+    assert np.isfinite(saved["threshold"])
+    path = tmp_path / "model.weights.h5"
+    model.save_weights(path)
+
+    fresh, clip = relu_net(), AutoClip()
+    clip.set_model(fresh)  # what fit does first; attaches a fresh state
+    fresh.optimizer.build(fresh.trainable_variables)
+    assert state_of(fresh)["seen"] == 0
+    fresh.load_weights(path)
+    for name, value in state_of(fresh).items():
+        np.testing.assert_array_equal(value, saved[name], err_msg=name)
+
+
+class StopAt(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise RuntimeError("interrupted")
+
+
+def test_backup_and_restore_resumes_with_the_same_thresholds(tmp_path):
+    x, y = spiky_regression()
+    fit = {"batch_size": 32, "epochs": 4, "shuffle": False, "verbose": 0}
+    keys = ["autoclip_threshold", "autoclip_clipped_steps", "autoclip_max_norm"]
+
+    straight = relu_net().fit(x, y, callbacks=[AutoClip()], **fit).history
+
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
+    with pytest.raises(RuntimeError, match="interrupted"):
+        relu_net().fit(x, y, callbacks=[AutoClip(), backup, StopAt(2)], **fit)
+    # A new process would build a new model and AutoClip; BackupAndRestore
+    # is placed before AutoClip this time.
+    model, clip = relu_net(), AutoClip()
+    resumed = model.fit(x, y, callbacks=[backup, clip], **fit).history
+    assert len(resumed["loss"]) == 2
+    for key in keys:
+        np.testing.assert_allclose(resumed[key], straight[key][2:], rtol=1e-6)
+    assert state_of(model)["steps"] == 4 * 64
+
+
+def test_checkpoint_without_autoclip_state_loads(tmp_path):
+    x, y = spiky_regression()
+    model = relu_net()
+    model.fit(x[:64], y[:64], batch_size=32, epochs=1, verbose=0)
+    path = tmp_path / "before.weights.h5"
+    model.save_weights(path)
+
+    resumed = relu_net()
+    history = resumed.fit(
+        x[:64], y[:64], batch_size=32, epochs=1, verbose=0,
+        callbacks=[AutoClip(), keras.callbacks.LambdaCallback(
+            on_train_begin=lambda logs: resumed.load_weights(path))],
+    )  # fmt: skip
+    assert history.history["autoclip_skipped_steps"] == [0]
+    assert state_of(resumed)["steps"] == 2
+
+
+# -- Reporting, lifecycle, errors ------------------------------------------
+
+
+def test_scalars_logged_to_tensorboard(tmp_path):
+    x, y = spiky_regression()
+    model = relu_net()
+    history = model.fit(
+        x, y, batch_size=32, epochs=2, shuffle=False, verbose=0,
+        callbacks=[AutoClip(log_dir=tmp_path)],
+    )  # fmt: skip
+    logged = read_run(tmp_path / "autoclip")
+    assert set(logged) == {f"autoclip/{n}" for n in _autoclip.SCALARS}
+    for name in _autoclip.SCALARS:
+        values = [float(logged[f"autoclip/{name}"][e]) for e in (0, 1)]
+        np.testing.assert_allclose(
+            values, history.history[f"autoclip_{name}"], rtol=1e-6
+        )
+
+
+def test_optimizer_restored_after_fit():
+    model = small_model()
+    model.fit(X, Y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0,
+              callbacks=[AutoClip("fixed", threshold=1e-3)])  # fmt: skip
+    assert "apply" not in vars(model.optimizer)
+    assert "_all_reduce_sum_gradients" not in vars(model.optimizer)
+    # Without AutoClip the next fit applies the raw gradient again.
+    recorder = UpdateRecorder(X, Y)
+    model.fit(X, Y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0,
+              callbacks=[recorder])  # fmt: skip
+    for g, u in zip(recorder.grads[7], recorder.updates[7], strict=True):
+        np.testing.assert_allclose(u, g, rtol=1e-4, atol=1e-6)
+
+
+def test_keras_hooks_autoclip_relies_on():
+    """Fails loudly if a Keras release moves the places AutoClip hooks into."""
+    from keras.src.backend.tensorflow.optimizer import TFOptimizer
+    from keras.src.optimizers.base_optimizer import BaseOptimizer
+
+    assert "self.apply(" in inspect.getsource(BaseOptimizer.apply_gradients)
+    assert "self.inner_optimizer.apply(" in inspect.getsource(
+        keras.optimizers.LossScaleOptimizer
+    )
+    update = inspect.getsource(TFOptimizer._backend_update_step)
+    assert "self._all_reduce_sum_gradients(" in update
+    assert "_clip_gradients" in inspect.getsource(
+        BaseOptimizer._backend_apply_gradients
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"mode": "spike"}, ValueError, r"`mode` must be one of 'zscore'.*'spike'"),
+        (
+            {"alpha": 1.0},
+            ValueError,
+            r"`alpha` must be in \(0, 1\). Received: alpha=1.0",
+        ),
+        ({"alpha": "0.9"}, TypeError, r"`alpha` must be a number.*'0.9'"),
+        ({"z": 0}, ValueError, r"`z` must be > 0. Received: z=0.0"),
+        ({"z": float("nan")}, ValueError, r"`z` must be > 0. Received: z=nan"),
+        ({"warmup": 0}, ValueError, r"`warmup` must be >= 1.*=0"),
+        ({"percentile": 100}, ValueError, r"`percentile` must be in \(0, 100\)"),
+        ({"window": 2.5}, TypeError, r"`window` must be an int"),
+        ({"mode": "fixed"}, ValueError, r"`threshold` is required with mode=\"fixed\""),
+        ({"mode": "fixed", "threshold": -1}, ValueError, r"`threshold` must be > 0"),
+        ({"threshold": 1.0}, ValueError, r"`threshold` applies to mode=\"fixed\" only"),
+        ({"log_dir": 3}, TypeError, r"`log_dir` must be a str"),
+        ({"run": "a/b"}, ValueError, r"`run` must be"),
+    ],
+)
+def test_construction_errors(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        AutoClip(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "message"),
+    [
+        ({"global_clipnorm": 1.0}, r"create the optimizer without `global_clipnorm`"),
+        ({"clipvalue": 0.5}, r"without `clipvalue`. Received: clipvalue=0.5"),
+        ({"gradient_accumulation_steps": 2}, r"does not support gradient accumulation"),
+    ],
+)
+def test_unsupported_optimizer_fails_before_training(optimizer, message):
+    model = small_model(**optimizer)
+    before = [w.numpy() for w in model.weights]
+    with pytest.raises(ValueError, match=message):
+        model.fit(X, Y, epochs=1, verbose=0, callbacks=[AutoClip()])
+    for w, b in zip(model.weights, before, strict=True):
+        np.testing.assert_array_equal(w.numpy(), b)
+
+
+def test_uncompiled_model_fails_early():
+    clip = AutoClip()
+    clip.set_model(keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)]))
+    with pytest.raises(ValueError, match=r"must be compiled"):
+        clip.on_train_begin()
