@@ -1,0 +1,520 @@
+"""The diagnosis rules on hand-made series: each threshold from both sides."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from keras_gradwatch import diagnosis
+from keras_gradwatch.diagnosis import (
+    KINDS,
+    Finding,
+    Series,
+    Thresholds,
+    diagnose,
+    new_findings,
+)
+
+EPOCHS = 10
+HEALTHY = 0.1
+"""A gradient/weight ratio every kernel of a healthy net could have."""
+
+
+def make(
+    ratio,
+    *,
+    paths=None,
+    norm=None,
+    mean_abs=None,
+    dead=None,
+    nonfinite=None,
+    weight_change=None,
+    loss=None,
+    kernels=None,
+):
+    """A series from its [T, K] gradient/weight ratios; weights of norm 1."""
+    ratio = np.asarray(ratio, dtype=float)
+    steps, count = ratio.shape
+    return Series(
+        epochs=np.arange(steps),
+        paths=paths or [f"net/dense_{i}/kernel" for i in range(count)],
+        grad_norm=ratio if norm is None else norm,
+        grad_mean_abs=ratio / 10 if mean_abs is None else mean_abs,
+        grad_to_weight=ratio,
+        grad_dead_units=np.zeros_like(ratio) if dead is None else dead,
+        grad_nonfinite=np.zeros_like(ratio) if nonfinite is None else nonfinite,
+        weight_change=weight_change,
+        loss=loss,
+        kernels=kernels,
+    )
+
+
+def healthy_ratio(count=4, steps=EPOCHS):
+    rng = np.random.default_rng(0)
+    return HEALTHY * rng.uniform(0.5, 2.0, size=(steps, count))
+
+
+def falling_loss(steps=EPOCHS):
+    return 1.0 / (1.0 + np.arange(steps))
+
+
+def kinds(findings):
+    return [f.kind for f in findings]
+
+
+def test_healthy_run_has_no_findings():
+    ratio = healthy_ratio()
+    series = make(
+        ratio,
+        dead=np.full(ratio.shape, 0.2),
+        weight_change=np.full(ratio.shape, 1e-2),
+        loss=falling_loss(),
+    )
+    assert diagnose(series) == []
+
+
+def test_empty_series_has_no_findings():
+    assert diagnose(make(np.zeros((0, 3)))) == []
+
+
+# --- vanishing -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("relative", "flagged"), [(0.0099, True), (0.0101, False)])
+def test_vanishing_threshold_on_ratio_to_output_layer(relative, flagged):
+    ratio = np.full((EPOCHS, 4), HEALTHY)
+    ratio[:, 0] = HEALTHY * relative
+    findings = diagnose(make(ratio, loss=falling_loss()))
+    if not flagged:
+        assert findings == []
+        return
+    (finding,) = findings
+    assert finding.kind == "vanishing"
+    assert finding.weights == ("net/dense_0/kernel",)
+    assert finding.epochs == tuple(range(EPOCHS))
+    assert finding.evidence["relative_grad_to_weight/net/dense_0/kernel"] == (
+        pytest.approx(relative)
+    )
+    assert finding.evidence["threshold"] == 1e-2
+    assert "net/dense_3/kernel" in finding.message  # the reference layer
+    assert "ReLU" in finding.remedy
+
+
+def test_vanishing_is_relative_not_absolute():
+    # Everything 1e-9 (below any absolute floor) but no layer behind another.
+    assert diagnose(make(np.full((EPOCHS, 4), 1e-9))) == []
+
+
+def test_gru_conv_case_is_flagged_by_ratio():
+    """Conv kernel gradients ~1e-5 on weights ~1e-1 under a healthy head."""
+    paths = [
+        "sentiment/embedding/embeddings",
+        "sentiment/gru/gru_cell/kernel",
+        "sentiment/gru/gru_cell/recurrent_kernel",
+        "sentiment/gru/gru_cell/bias",
+        "sentiment/conv_1/kernel",
+        "sentiment/conv_1/bias",
+        "sentiment/conv_2/kernel",
+        "sentiment/conv_2/bias",
+        "sentiment/dense/kernel",
+        "sentiment/dense/bias",
+        "sentiment/output/kernel",
+        "sentiment/output/bias",
+    ]
+    conv = [4, 6]
+    size = np.full(len(paths), 32.0)  # elements per weight
+    size[conv] = 5 * 32 * 32
+    mean_abs = np.full((EPOCHS, len(paths)), 3e-3)
+    weight = np.full(len(paths), 0.1)  # typical |w|
+    mean_abs[:, conv] = 1e-5
+    mean_abs[:, [5, 7]] = 1e-6  # conv biases: tiny too, but biases are not judged
+    weight[10] = 0.3
+    norm = mean_abs * np.sqrt(size)
+    ratio = norm / (weight * np.sqrt(size))
+    change = np.full(ratio.shape, 1e-2)
+    change[:, conv] = 1e-4  # the ~0.01% updates per step the user saw
+    series = make(
+        ratio,
+        paths=paths,
+        norm=norm,
+        mean_abs=mean_abs,
+        weight_change=change,
+        loss=falling_loss(),
+    )
+    # SageMaker's and DeepDiagnosis' absolute floor (mean |g| < 1e-7) misses it.
+    assert (series.grad_mean_abs > 1e-7).all()
+
+    (finding,) = diagnose(series)
+
+    assert finding.kind == "vanishing"
+    assert finding.weights == ("sentiment/conv_1/kernel", "sentiment/conv_2/kernel")
+    relative = finding.evidence["relative_grad_to_weight/sentiment/conv_1/kernel"]
+    assert relative == pytest.approx(1e-4 / (3e-3 / 0.3))
+    # Whether they still move tells "vanished" from "converged".
+    assert finding.evidence["weight_change/sentiment/conv_1/kernel"] == 1e-4
+    assert "change 1.0e-04 per logged epoch" in finding.message
+
+
+def test_gru_conv_case_with_flat_loss_is_also_stalled():
+    ratio = np.full((EPOCHS, 4), HEALTHY)
+    ratio[:, 1] = 1e-4
+    change = np.full(ratio.shape, 1e-2)
+    change[:, 1] = 1e-4
+    findings = diagnose(make(ratio, weight_change=change, loss=np.full(EPOCHS, 0.4)))
+    assert kinds(findings) == ["vanishing", "stalled"]
+    assert findings[1].weights == ("net/dense_1/kernel",)
+
+
+def test_biases_are_not_judged_by_layer_wise_rules():
+    ratio = np.full((EPOCHS, 4), HEALTHY)
+    ratio[:, 0] = 1e-8  # a bias
+    ratio[:, 1] = 1e4
+    paths = ["net/a/bias", "net/b/bias", "net/c/kernel", "net/d/kernel"]
+    assert diagnose(make(ratio, paths=paths)) == []
+
+
+def test_all_zero_gradient_is_dead_not_vanishing():
+    ratio = np.full((EPOCHS, 3), HEALTHY)
+    ratio[:, 0] = 0.0
+    dead = np.zeros_like(ratio)
+    dead[:, 0] = 1.0
+    assert kinds(diagnose(make(ratio, dead=dead))) == ["dead_units"]
+
+
+def test_explicit_kernel_mask():
+    ratio = np.full((EPOCHS, 3), HEALTHY)
+    ratio[:, 0] = 1e-6
+    paths = ["net/a/gamma", "net/b/gamma", "net/c/gamma"]
+    assert diagnose(make(ratio, paths=paths)) == []
+    (finding,) = diagnose(make(ratio, paths=paths, kernels=[True, True, True]))
+    assert finding.weights == ("net/a/gamma",)
+
+
+# --- exploding -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("relative", "flagged"), [(100.1, True), (99.9, False)])
+def test_exploding_threshold_toward_input(relative, flagged):
+    ratio = np.full((EPOCHS, 3), HEALTHY)
+    ratio[:, 0] = HEALTHY * relative
+    findings = diagnose(make(ratio))
+    assert kinds(findings) == (["exploding"] if flagged else [])
+    if flagged:
+        assert findings[0].weights == ("net/dense_0/kernel",)
+        assert findings[0].evidence["threshold"] == 100
+
+
+def growth_series(growth=1000.0, ratio_after=2.0, loss_after=(0.9, 2.0)):
+    """Two kernels whose norms jump `growth`-fold at epochs 3 and 4."""
+    norm = np.ones((6, 2))
+    norm[3:5] = growth
+    ratio = np.full((6, 2), HEALTHY)
+    ratio[3:5] = ratio_after
+    loss = np.array([1.0, 0.8, 0.7, *loss_after, np.nan])
+    norm[5] = ratio[5] = np.nan  # not logged
+    return make(ratio, norm=norm, loss=loss)
+
+
+def test_exploding_over_time():
+    (finding,) = diagnose(growth_series())
+    assert finding.kind == "exploding"
+    assert finding.epochs == (3, 4)
+    assert finding.weights == ("net/dense_0/kernel", "net/dense_1/kernel")
+    assert finding.evidence["grad_norm_growth/net/dense_0/kernel"] == 1000
+    assert "grew" in finding.message
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"growth": 999.0},  # not three orders of magnitude
+        {"ratio_after": 0.99},  # the gradient is still small next to the weight
+        {"loss_after": (0.6, 0.5)},  # the loss keeps improving: fitting, not exploding
+    ],
+    ids=["growth", "grad-to-weight", "loss-improving"],
+)
+def test_exploding_over_time_needs_all_three(kwargs):
+    assert diagnose(growth_series(**kwargs)) == []
+
+
+def test_exploding_over_time_without_loss():
+    series = growth_series()
+    series.loss = None
+    (finding,) = diagnose(series)
+    assert finding.kind == "exploding"
+    assert "loss" not in finding.message
+
+
+# --- non_finite ------------------------------------------------------------
+
+
+def test_non_finite_lists_weights_and_first_epoch():
+    ratio = np.full((EPOCHS, 4), HEALTHY)
+    nonfinite = np.zeros_like(ratio)
+    nonfinite[2, 3] = 5
+    nonfinite[4:, 0] = 1
+    nonfinite[6, 1] = np.nan  # not logged: no evidence of anything
+    (finding,) = diagnose(make(ratio, nonfinite=nonfinite))
+    assert finding.kind == "non_finite"
+    assert finding.weights == ("net/dense_0/kernel", "net/dense_3/kernel")
+    assert finding.epochs == (2, 4, 5, 6, 7, 8, 9)
+    assert finding.evidence["first_epoch"] == 2
+    assert finding.evidence["grad_nonfinite/net/dense_3/kernel"] == 5
+    assert "epoch 2" in finding.message
+
+
+def test_single_non_finite_epoch_is_reported():
+    ratio = np.full((EPOCHS, 2), HEALTHY)
+    nonfinite = np.zeros_like(ratio)
+    nonfinite[9, 1] = 1
+    (finding,) = diagnose(make(ratio, nonfinite=nonfinite))
+    assert finding.epochs == (9,)
+
+
+# --- dead_units ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("fraction", "flagged"), [(0.5, True), (0.49, False)])
+def test_dead_units_threshold(fraction, flagged):
+    ratio = np.full((EPOCHS, 3), HEALTHY)
+    dead = np.zeros_like(ratio)
+    dead[5:, 1] = fraction
+    findings = diagnose(make(ratio, dead=dead))
+    assert kinds(findings) == (["dead_units"] if flagged else [])
+    if flagged:
+        assert findings[0].weights == ("net/dense_1/kernel",)
+        assert findings[0].epochs == (5, 6, 7, 8, 9)
+        assert findings[0].evidence["grad_dead_units/net/dense_1/kernel"] == 0.5
+
+
+def test_dead_units_in_one_epoch_only_is_not_reported():
+    ratio = np.full((EPOCHS, 3), HEALTHY)
+    dead = np.zeros_like(ratio)
+    dead[4, 1] = 0.9
+    assert diagnose(make(ratio, dead=dead)) == []
+
+
+def test_collapsed_network():
+    ratio = np.full((EPOCHS, 3), HEALTHY)
+    ratio[7:] = 0.0
+    dead = np.zeros_like(ratio)
+    dead[7:] = 1.0
+    (finding,) = diagnose(make(ratio, dead=dead))
+    assert finding.kind == "dead_units"
+    assert finding.weights == tuple(f"net/dense_{i}/kernel" for i in range(3))
+    assert finding.epochs == (7, 8, 9)
+    assert "collapsed" in finding.message
+
+
+# --- stalled ---------------------------------------------------------------
+
+
+def plateau_loss(dip):
+    """The best loss of the last 5 epochs beats the one before by `dip`,
+    at epochs 6 and 7 (relative improvement exactly `dip` there)."""
+    return np.array([1.0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5 * (1 - dip), 0.5 * (1 - dip)])
+
+
+@pytest.mark.parametrize(("dip", "flagged"), [(0.00099, True), (0.00101, False)])
+def test_stalled_loss_threshold(dip, flagged):
+    ratio = np.full((8, 3), HEALTHY)
+    change = np.full(ratio.shape, 1e-2)
+    change[:, 0] = 1e-4
+    findings = diagnose(make(ratio, weight_change=change, loss=plateau_loss(dip)))
+    assert kinds(findings) == (["stalled"] if flagged else [])
+    if flagged:
+        (finding,) = findings
+        assert finding.weights == ("net/dense_0/kernel",)
+        assert finding.epochs == (6, 7)
+        assert finding.evidence["weight_change/net/dense_0/kernel"] == 1e-4
+        assert finding.evidence["loss_improvement"] == pytest.approx(dip)
+        assert "converged" in finding.message
+
+
+@pytest.mark.parametrize(("change", "flagged"), [(0.99e-3, True), (1.01e-3, False)])
+def test_stalled_update_threshold(change, flagged):
+    ratio = np.full((8, 2), HEALTHY)
+    changes = np.full(ratio.shape, change)
+    findings = diagnose(make(ratio, weight_change=changes, loss=plateau_loss(0)))
+    assert kinds(findings) == (["stalled"] if flagged else [])
+
+
+@pytest.mark.parametrize(("ratio", "flagged"), [(0.99e-3, True), (1.01e-3, False)])
+def test_stalled_falls_back_on_grad_to_weight(ratio, flagged):
+    # No vanishing: every kernel is equally small.
+    findings = diagnose(make(np.full((8, 2), ratio), loss=plateau_loss(0)))
+    assert kinds(findings) == (["stalled"] if flagged else [])
+    if flagged:
+        assert "grad_to_weight/net/dense_0/kernel" in findings[0].evidence
+
+
+def test_measured_update_beats_gradient_size():
+    # Tiny gradients, but Adam still moves the weights 1% per epoch.
+    ratio = np.full((8, 2), 1e-5)
+    change = np.full(ratio.shape, 1e-2)
+    assert diagnose(make(ratio, weight_change=change, loss=plateau_loss(0))) == []
+
+
+def test_no_loss_no_stalled():
+    assert diagnose(make(np.full((EPOCHS, 2), 1e-5))) == []
+
+
+def test_stalled_needs_a_full_window():
+    # 5 logged epochs: no loss before the window to compare with.
+    assert diagnose(make(np.full((5, 2), 1e-5), loss=np.full(5, 0.5))) == []
+
+
+# --- reporting -------------------------------------------------------------
+
+
+def test_persistent_condition_is_one_finding():
+    ratio = np.full((50, 4), HEALTHY)
+    ratio[:, :2] = 1e-6
+    (finding,) = diagnose(make(ratio))
+    assert finding.epochs == tuple(range(50))
+    assert finding.weights == ("net/dense_0/kernel", "net/dense_1/kernel")
+
+
+def test_single_logged_epoch_is_enough_when_only_one_is_logged():
+    ratio = np.full((1, 3), HEALTHY)
+    ratio[0, 0] = 1e-6
+    assert kinds(diagnose(make(ratio))) == ["vanishing"]
+
+
+def test_min_epochs_threshold():
+    ratio = np.full((EPOCHS, 3), HEALTHY)
+    ratio[3:6, 0] = 1e-6
+    assert kinds(diagnose(make(ratio), thresholds=Thresholds(min_epochs=3))) == [
+        "vanishing"
+    ]
+    assert diagnose(make(ratio), thresholds=Thresholds(min_epochs=4)) == []
+
+
+def test_findings_come_in_kinds_order():
+    ratio = np.full((EPOCHS, 4), HEALTHY)
+    ratio[:, 0] = 1e-6
+    ratio[:, 1] = 1e3
+    dead = np.zeros_like(ratio)
+    dead[:, 2] = 0.8
+    nonfinite = np.zeros_like(ratio)
+    nonfinite[9, 2] = 1
+    change = np.full(ratio.shape, 1e-6)
+    series = make(
+        ratio,
+        dead=dead,
+        nonfinite=nonfinite,
+        weight_change=change,
+        loss=np.full(EPOCHS, 0.7),
+    )
+    assert kinds(diagnose(series)) == list(KINDS)
+    assert KINDS == ("vanishing", "exploding", "non_finite", "dead_units", "stalled")
+
+
+def test_new_findings_by_kind_and_weights():
+    def finding(kind, weights, epochs):
+        return Finding(kind, weights, epochs, {}, "m", "r")
+
+    old = [finding("vanishing", ("a",), (0, 1))]
+    current = [
+        finding("vanishing", ("a",), (0, 1, 2)),  # the same, one epoch later
+        finding("vanishing", ("a", "b"), (2,)),  # spread to another layer
+        finding("dead_units", ("a",), (2,)),
+    ]
+    assert new_findings(old, current) == current[1:]
+    assert new_findings([], current) == current
+    assert new_findings(current, current) == []
+
+
+def test_to_dict_is_valid_json():
+    ratio = np.full((EPOCHS, 3), HEALTHY)
+    ratio[:, 0] = 1e-6
+    (finding,) = diagnose(make(ratio))
+    data = finding.to_dict()
+    assert data["kind"] == "vanishing"
+    assert set(data) == {"kind", "weights", "epochs", "message", "remedy", "evidence"}
+    assert json.loads(json.dumps(data, allow_nan=False)) == data
+    odd = Finding("exploding", ("a",), (1,), {"x": float("inf")}, "m", "r")
+    assert odd.to_dict()["evidence"] == {"x": None}
+
+
+def test_messages_are_one_line():
+    ratio = np.full((EPOCHS, 12), HEALTHY)
+    ratio[:, :8] = 1e-6
+    (finding,) = diagnose(make(ratio))
+    assert "\n" not in finding.message
+    assert "\n" not in finding.remedy
+    assert "and 5 more" in finding.message
+    assert len(finding.weights) == 8
+
+
+# --- validation ------------------------------------------------------------
+
+
+def test_default_kernels():
+    paths = [
+        "m/dense/kernel",
+        "m/dense/bias",
+        "m/gru/gru_cell/recurrent_kernel",
+        "m/embedding/embeddings",
+        "m/sep/depthwise_kernel",
+        "m/bn/gamma",
+    ]
+    series = make(np.ones((2, len(paths))), paths=paths)
+    assert series.kernels.tolist() == [True, False, True, True, True, False]
+    assert series.kernel_columns().tolist() == [0, 2, 3, 4]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("grad_norm", np.ones((3, 2))),
+        ("weight_change", np.ones((2, 3))),
+        ("loss", np.ones(3)),
+        ("kernels", [True]),
+    ],
+)
+def test_series_rejects_wrong_shapes(field, value):
+    with pytest.raises(ValueError, match=field):
+        make(np.ones((2, 2)), **{{"grad_norm": "norm"}.get(field, field): value})
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"vanishing_ratio": 0.0},
+        {"vanishing_ratio": 1.5},
+        {"exploding_ratio": 0.5},
+        {"dead_fraction": 1.5},
+        {"stall_loss": -1.0},
+        {"exploding_growth": float("nan")},
+        {"stall_window": 0},
+        {"min_epochs": 1.5},
+        {"min_epochs": True},
+    ],
+)
+def test_thresholds_reject_out_of_range(kwargs):
+    (name,) = kwargs
+    with pytest.raises(ValueError, match=name):
+        Thresholds(**kwargs)
+
+
+def test_diagnosis_does_not_import_tensorflow():
+    path = Path(diagnosis.__file__)
+    code = f"""
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("diagnosis", {str(path)!r})
+module = importlib.util.module_from_spec(spec)
+sys.modules["diagnosis"] = module
+spec.loader.exec_module(module)
+heavy = [m for m in ("tensorflow", "keras", "tensorboard") if m in sys.modules]
+assert not heavy, heavy
+print(module.KINDS)
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "vanishing" in result.stdout

@@ -1,0 +1,256 @@
+"""`gradwatch report`: real event files in, table / JSON / picture out."""
+
+import json
+import shutil
+import struct
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from helpers import read_run
+from keras_gradwatch import GradWatch, WeightNorms, _report, tags
+from keras_gradwatch._cli import main
+
+EPOCHS = 3
+SYNTHETIC = ["syn/dense_0/kernel", "syn/dense_1/kernel", "syn/dense_2/kernel"]
+PNG = b"\x89PNG\r\n\x1a\n"
+FINDING_KEYS = ("kind", "weights", "epochs", "message", "remedy", "evidence")
+
+
+def write_scalars(run_dir, steps):
+    """Writes `steps` (a list of {tag: value} per step) as scalar summaries."""
+    writer = tf.summary.create_file_writer(str(run_dir))
+    with writer.as_default():
+        for step, values in enumerate(steps):
+            for tag, value in values.items():
+                if value is not None:
+                    tf.summary.scalar(tag, value, step=step)
+    writer.close()
+
+
+@pytest.fixture(scope="module")
+def logdir(tmp_path_factory):
+    """``relu/``: a 3-layer net trained for 3 epochs with GradWatch, WeightNorms
+    and Keras' TensorBoard; ``synthetic/heldout``: hand-written gradients that
+    vanish toward the input."""
+    keras.utils.set_random_seed(0)
+    root = tmp_path_factory.mktemp("logs")
+    model = keras.Sequential(
+        [
+            keras.Input((8,)),
+            keras.layers.Dense(16, activation="relu", name="hidden_1"),
+            keras.layers.Dense(16, activation="relu", name="hidden_2"),
+            keras.layers.Dense(1, name="output"),
+        ],
+        name="mlp",
+    )
+    model.compile("adam", "mse")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 8)).astype("float32")
+    y = rng.normal(size=(64, 1)).astype("float32")
+    history = model.fit(
+        x,
+        y,
+        epochs=EPOCHS,
+        verbose=0,
+        callbacks=[
+            keras.callbacks.TensorBoard(root / "relu"),
+            GradWatch(root / "relu", held_out=(x[:32], y[:32])),
+            WeightNorms(root / "relu"),
+        ],
+    )
+    paths = [w.path for w in model.trainable_weights]
+    ratio = [1e-6, 0.1, 0.1]  # the first kernel gets 1e-5 of the last one's
+    write_scalars(
+        root / "synthetic" / "heldout",
+        [
+            {
+                f"{prefix}/{p}": r
+                for p, r in zip(SYNTHETIC, ratio, strict=True)
+                for prefix in ("grad_norm", "grad_to_weight", "grad_mean_abs")
+            }
+        ]
+        * EPOCHS,
+    )
+    return root, paths, history.history["loss"]
+
+
+def run_named(runs, name):
+    (run,) = [r for r in runs if r.name == name]
+    return run
+
+
+def test_runs_are_named_by_their_path(logdir):
+    root, *_ = logdir
+    assert [r.name for r in _report.load(root)] == ["relu/heldout", "synthetic/heldout"]
+
+
+def test_series_is_what_was_logged(logdir):
+    root, paths, losses = logdir
+    series = run_named(_report.load(root), "relu/heldout").series
+    # Tags come back in the order GradWatch wrote them: trainable_weights'.
+    assert series.paths == paths
+    assert series.epochs.tolist() == list(range(EPOCHS))
+    logged = read_run(root / "relu" / "heldout")
+    for j, path in enumerate(paths):
+        for prefix in ("grad_norm", "grad_to_weight", "grad_dead_units"):
+            expected = [float(logged[f"{prefix}/{path}"][e]) for e in range(EPOCHS)]
+            np.testing.assert_array_equal(getattr(series, prefix)[:, j], expected)
+    np.testing.assert_allclose(series.loss, losses, rtol=1e-6)
+    weights = read_run(root / "relu" / tags.WEIGHTS_RUN)
+    change = [[weights[f"weight_change/{p}"][e] for p in paths] for e in range(EPOCHS)]
+    np.testing.assert_array_equal(series.weight_change, change)
+
+
+def test_table_rows_go_input_to_output(logdir, capsys):
+    root, paths, *_ = logdir
+    assert main(["report", str(root)]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    start = lines.index(next(line for line in lines if line.startswith("run relu/")))
+    assert f"{EPOCHS} logged epochs (0-{EPOCHS - 1}), loss" in lines[start]
+    assert lines[start + 1].split()[0] == "weight"
+    rows = [line.split() for line in lines[start + 2 : start + 2 + len(paths)]]
+    assert [row[0] for row in rows] == paths
+    assert all(row[-1] != "-" for row in rows)  # weight change joined
+
+
+def test_table_shows_findings_with_remedies(logdir, capsys):
+    root, *_ = logdir
+    assert main(["report", str(root / "synthetic")]) == 0
+    out = capsys.readouterr().out
+    assert "run heldout:" in out
+    assert f"vanishing (epochs 0-{EPOCHS - 1}): " in out
+    assert SYNTHETIC[0] in out
+    assert "    try: Use ReLU" in out
+
+
+def test_json_schema(logdir, capsys):
+    root, paths, _ = logdir
+    assert main(["report", str(root), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert set(data) == {"runs"}
+    relu, synthetic = data["runs"]
+    assert set(relu) == {"run", "epochs", "weights", "findings"}
+    assert relu["run"] == "relu/heldout"
+    assert relu["epochs"] == list(range(EPOCHS))
+    assert [w["path"] for w in relu["weights"]] == paths
+    for weight in relu["weights"]:
+        assert set(weight) == {
+            "path",
+            "grad_norm",
+            "grad_to_weight",
+            "dead_units",
+            "weight_change",
+        }
+        assert isinstance(weight["grad_norm"], float)
+        assert isinstance(weight["weight_change"], float)
+    (finding,) = synthetic["findings"]
+    assert set(finding) == {
+        "kind",
+        "weights",
+        "epochs",
+        "message",
+        "remedy",
+        "evidence",
+    }
+    assert finding["kind"] == "vanishing"
+    assert finding["weights"] == SYNTHETIC[:1]
+    assert finding["epochs"] == list(range(EPOCHS))
+    # Not logged -> null, never NaN (which is not JSON).
+    assert synthetic["weights"][0]["dead_units"] is None
+    assert synthetic["weights"][0]["weight_change"] is None
+
+
+def test_plot_writes_a_png(logdir, tmp_path, capsys):
+    root, *_ = logdir
+    picture = tmp_path / "flow.png"
+    assert main(["report", str(root), "--plot", str(picture)]) == 0
+    data = picture.read_bytes()
+    assert data.startswith(PNG)
+    assert len(data) > 1000
+    assert "run relu/heldout" in capsys.readouterr().out
+
+
+def test_plot_without_matplotlib(logdir, tmp_path, capsys, monkeypatch):
+    root, *_ = logdir
+    for module in ("matplotlib.figure", "matplotlib.backends.backend_agg"):
+        monkeypatch.setitem(sys.modules, module, None)
+    assert main(["report", str(root), "--plot", str(tmp_path / "x.png")]) == 2
+    assert "pip install keras_gradwatch[plot]" in capsys.readouterr().err
+
+
+def test_missing_directory(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert "gradwatch: error: no such directory" in err
+    assert "nope" in err
+
+
+def test_directory_without_gradwatch_data(logdir, tmp_path, capsys):
+    root, *_ = logdir
+    assert main(["report", str(tmp_path)]) == 2
+    assert "no GradWatch logs" in capsys.readouterr().err
+    # Keras' own runs alone are not enough either.
+    shutil.copytree(root / "relu" / "train", tmp_path / "keras_only" / "train")
+    assert main(["report", str(tmp_path / "keras_only")]) == 2
+    assert "no GradWatch logs" in capsys.readouterr().err
+
+
+def test_bad_usage_exits_2():
+    with pytest.raises(SystemExit) as info:
+        main(["report"])
+    assert info.value.code == 2
+
+
+def test_truncated_last_record_still_reads(logdir, tmp_path):
+    root, paths, *_ = logdir
+    run = tmp_path / "cut" / "heldout"
+    shutil.copytree(root / "relu" / "heldout", run)
+    (events,) = run.glob("*tfevents*")
+    data = events.read_bytes()
+    # TFRecord framing: u64 length, u32 crc, data, u32 crc. The last two
+    # records are the last weight's grad_nonfinite and grad_norm/global.
+    starts, position = [], 0
+    while position < len(data):
+        starts.append(position)
+        position += 16 + struct.unpack("<Q", data[position : position + 8])[0]
+    events.write_bytes(data[: starts[-2] + 20])  # cut inside grad_nonfinite
+    original = run_named(_report.load(root), "relu/heldout").series
+    (cut,) = _report.load(tmp_path)
+    assert cut.series.paths == paths
+    # Everything before the cut is intact; the cut record's value is missing.
+    np.testing.assert_array_equal(cut.series.grad_norm, original.grad_norm)
+    missing = np.isnan(cut.series.grad_nonfinite)
+    assert missing.tolist() == [[False] * len(paths)] * (EPOCHS - 1) + [
+        [False] * (len(paths) - 1) + [True]
+    ]
+
+
+def test_run_still_being_written(tmp_path):
+    writer = tf.summary.create_file_writer(str(tmp_path / "live" / "heldout"))
+    with writer.as_default():
+        for path in SYNTHETIC:
+            tf.summary.scalar(f"grad_norm/{path}", 0.1, step=0)
+    writer.flush()  # not closed: the callback is still running
+    (run,) = _report.load(tmp_path)
+    assert run.series.paths == SYNTHETIC
+    assert run.series.epochs.tolist() == [0]
+    writer.close()
+
+
+def test_python_m_keras_gradwatch(logdir):
+    root, *_ = logdir
+    result = subprocess.run(
+        [sys.executable, "-m", "keras_gradwatch", "report", str(root)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "run relu/heldout" in result.stdout
+    assert "run synthetic/heldout" in result.stdout
