@@ -26,7 +26,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from keras_gradwatch import _summary, _validation
+from keras_gradwatch import _clipping, _summary, _validation
 
 logger = logging.getLogger("keras_gradwatch")
 
@@ -144,6 +144,13 @@ class AutoClip(keras.callbacks.Callback):
     Raises:
         TypeError, ValueError: an argument is malformed (at construction),
             or `on_train_begin` finds an optimizer it cannot support.
+
+    References:
+        Kumar et al., "ZClip: Adaptive Spike Mitigation for LLM
+        Pre-Training", 2025. Seetharaman et al., "AutoClip: Adaptive
+        Gradient Clipping for Source Separation Networks", MLSP 2020.
+        Pascanu, Mikolov and Bengio, "On the difficulty of training
+        recurrent neural networks", ICML 2013 (clipping by global norm).
     """
 
     def __init__(
@@ -189,6 +196,13 @@ class AutoClip(keras.callbacks.Callback):
             )
         else:
             self.threshold = None
+        self._policy: _clipping.Policy
+        if mode == "zscore":
+            self._policy = _clipping.ZScore(self.alpha, self.z, self.warmup)
+        elif mode == "percentile":
+            self._policy = _clipping.Percentile(self.percentile, self.window)
+        else:
+            self._policy = _clipping.Fixed(self.threshold or 0.0)
         self.log_dir = None if log_dir is None else _validation.log_dir(log_dir)
         self.run = _validation.run_name(run)
         self._state: _ClipState | None = None
@@ -332,14 +346,7 @@ class AutoClip(keras.callbacks.Callback):
         safe = tf.where(finite, norm, tf.constant(0.0, tf.float64))
         seen = s.seen.value
         threshold = s.threshold.value
-        if self.mode == "fixed":
-            bound = tf.constant(self.threshold, tf.float64)
-            next_threshold = bound
-        elif self.mode == "zscore":
-            bound, next_threshold = self._zscore(s, finite, safe, seen)
-        else:
-            bound = self._percentile(s, finite, safe, seen)
-            next_threshold = bound
+        bound, next_threshold = self._policy(s, finite, safe, seen)
         trip = tf.logical_and(finite, norm > bound)
         factor = tf.where(trip, bound / tf.where(trip, norm, 1.0), 1.0)
 
@@ -356,49 +363,6 @@ class AutoClip(keras.callbacks.Callback):
         s.first_trip_step.assign(tf.where(first, steps, s.first_trip_step.value))
         s.first_trip_norm.assign(tf.where(first, norm, s.first_trip_norm.value))
         return factor, finite
-
-    def _zscore(
-        self, s: _ClipState, finite: tf.Tensor, norm: tf.Tensor, seen: tf.Tensor
-    ) -> tuple[tf.Tensor, tf.Tensor]:
-        mean, var = s.mean.value, s.var.value
-        warm = seen < self.warmup
-        nan = tf.constant(math.nan, tf.float64)
-        bound = tf.where(warm, nan, mean + self.z * tf.sqrt(tf.maximum(var, 0.0)))
-        used = tf.where(tf.logical_and(~warm, norm > bound), bound, norm)
-        # During warm-up `mean` and `var` hold the sum and sum of squares.
-        total, squares = mean + used, var + used * used
-        n = float(self.warmup)
-        started = tf.equal(seen + 1, self.warmup)
-        first_mean = total / n
-        first_var = tf.maximum(squares / n - first_mean * first_mean, 0.0)
-        ema_mean = self.alpha * mean + (1.0 - self.alpha) * used
-        ema_var = self.alpha * var + (1.0 - self.alpha) * (used - ema_mean) ** 2
-        new_mean = tf.where(warm, tf.where(started, first_mean, total), ema_mean)
-        new_var = tf.where(warm, tf.where(started, first_var, squares), ema_var)
-        s.mean.assign(tf.where(finite, new_mean, mean))
-        s.var.assign(tf.where(finite, new_var, var))
-        ready = tf.logical_or(~warm, started)
-        next_bound = new_mean + self.z * tf.sqrt(new_var)
-        return bound, tf.where(ready, next_bound, nan)
-
-    def _percentile(
-        self, s: _ClipState, finite: tf.Tensor, norm: tf.Tensor, seen: tf.Tensor
-    ) -> tf.Tensor:
-        window = self.window
-        slot = tf.math.floormod(seen, window)
-        history = tf.tensor_scatter_nd_update(s.history.value, [[slot]], [norm])
-        history = tf.where(finite, history, s.history.value)
-        s.history.assign(history)
-        count = tf.minimum(seen + tf.cast(finite, tf.int64), window)
-        ordered = tf.sort(history)  # unfilled slots hold +inf, at the end
-        position = (
-            self.percentile / 100.0 * tf.cast(tf.maximum(count - 1, 0), tf.float64)
-        )
-        low = tf.cast(tf.floor(position), tf.int64)
-        high = tf.minimum(low + 1, tf.maximum(count - 1, 0))
-        below, above = tf.gather(ordered, low), tf.gather(ordered, high)
-        fraction = position - tf.cast(low, tf.float64)
-        return tf.where(high > low, below + fraction * (above - below), below)
 
     # -- reporting ---------------------------------------------------------
 

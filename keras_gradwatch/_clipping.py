@@ -1,0 +1,119 @@
+"""Clip policies: where each AutoClip mode puts the bound, as TF ops.
+
+Each policy is called once per training step, inside the compiled train
+function, with the step's global gradient norm (float64; 0 when `finite` is
+False) and the number of finite norms seen before it. It returns the bound
+for this step (a norm above it is scaled down to it) and the threshold in
+force after the step, and updates the state variables it owns, leaving them
+unchanged on a non-finite step.
+
+References:
+    Kumar, Owen, Chowdhury and Güra, "ZClip: Adaptive Spike Mitigation for
+    LLM Pre-Training", 2025 (`ZScore`).
+    Seetharaman, Wichern, Pardo and Le Roux, "AutoClip: Adaptive Gradient
+    Clipping for Source Separation Networks", MLSP 2020 (`Percentile`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import tensorflow as tf
+
+
+class State(Protocol):
+    """The variables the policies keep (float64)."""
+
+    mean: Any
+    var: Any
+    history: Any
+
+
+class Policy(Protocol):
+    def __call__(
+        self, state: State, finite: tf.Tensor, norm: tf.Tensor, seen: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor]: ...
+
+
+@dataclass(frozen=True)
+class Fixed:
+    """Clip at a given threshold."""
+
+    threshold: float
+
+    def __call__(
+        self, state: State, finite: tf.Tensor, norm: tf.Tensor, seen: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        bound = tf.constant(self.threshold, tf.float64)
+        return bound, bound
+
+
+@dataclass(frozen=True)
+class ZScore:
+    """Clip spikes above ``mean + z * std`` of moving averages of the norm.
+
+    The averages start from the mean and variance of the first `warmup`
+    finite norms (no clipping before) and are then updated, with factor
+    `alpha`, by the clipped norm, as in ZClip (which by default clips a spike
+    below the bound, to ``mean + z**2 * std / z_score``; we clip to the bound
+    itself).
+    """
+
+    alpha: float
+    z: float
+    warmup: int
+
+    def __call__(
+        self, state: State, finite: tf.Tensor, norm: tf.Tensor, seen: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        mean, var = state.mean.value, state.var.value
+        warm = seen < self.warmup
+        nan = tf.constant(math.nan, tf.float64)
+        bound = tf.where(warm, nan, mean + self.z * tf.sqrt(tf.maximum(var, 0.0)))
+        used = tf.where(tf.logical_and(~warm, norm > bound), bound, norm)
+        # During warm-up `mean` and `var` hold the sum and sum of squares.
+        total, squares = mean + used, var + used * used
+        n = float(self.warmup)
+        started = tf.equal(seen + 1, self.warmup)
+        first_mean = total / n
+        first_var = tf.maximum(squares / n - first_mean * first_mean, 0.0)
+        ema_mean = self.alpha * mean + (1.0 - self.alpha) * used
+        ema_var = self.alpha * var + (1.0 - self.alpha) * (used - ema_mean) ** 2
+        new_mean = tf.where(warm, tf.where(started, first_mean, total), ema_mean)
+        new_var = tf.where(warm, tf.where(started, first_var, squares), ema_var)
+        state.mean.assign(tf.where(finite, new_mean, mean))
+        state.var.assign(tf.where(finite, new_var, var))
+        ready = tf.logical_or(~warm, started)
+        return bound, tf.where(ready, new_mean + self.z * tf.sqrt(new_var), nan)
+
+
+@dataclass(frozen=True)
+class Percentile:
+    """Clip at a percentile of the last `window` finite norms, this one included.
+
+    The paper keeps the whole history; a window bounds the memory and follows
+    the norms as training changes them. Percentiles use NumPy's linear rule.
+    """
+
+    percentile: float
+    window: int
+
+    def __call__(
+        self, state: State, finite: tf.Tensor, norm: tf.Tensor, seen: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        slot = tf.math.floormod(seen, self.window)
+        history = tf.tensor_scatter_nd_update(state.history.value, [[slot]], [norm])
+        history = tf.where(finite, history, state.history.value)
+        state.history.assign(history)
+        count = tf.minimum(seen + tf.cast(finite, tf.int64), self.window)
+        ordered = tf.sort(history)  # unfilled slots hold +inf, at the end
+        last = tf.maximum(count - 1, 0)
+        position = self.percentile / 100.0 * tf.cast(last, tf.float64)
+        low = tf.cast(tf.floor(position), tf.int64)
+        high = tf.minimum(low + 1, last)
+        below, above = tf.gather(ordered, low), tf.gather(ordered, high)
+        fraction = position - tf.cast(low, tf.float64)
+        bound = tf.where(high > low, below + fraction * (above - below), below)
+        return bound, bound
