@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
-from keras_gradwatch import _heldout, _validation, tags
+import numpy as np
+
+from keras_gradwatch import _heldout, _validation, diagnosis, tags
 from keras_gradwatch._callback import EpochLogger, logger
 from keras_gradwatch._probe import GradientProbe
 
@@ -25,7 +28,11 @@ class GradWatch(EpochLogger):
     Tags, units and edge cases are documented in `keras_gradwatch.tags`.
 
     The forward pass, tape, statistics and histograms of all weights run in
-    one `tf.function`, traced once in `on_train_begin` and reused. A failure
+    one `tf.function`, traced once in `on_train_begin` and reused. After each
+    logged epoch the rules of `keras_gradwatch.diagnosis` run over the
+    epochs logged so far in this `fit` (with the training loss from the epoch
+    logs) and every new finding is logged as one warning on the
+    ``keras_gradwatch`` logger, with the remedy to try. A failure
     while training (a full disk, say) is logged and turns the callback off
     for the rest of `fit`; it never stops training.
 
@@ -53,6 +60,8 @@ class GradWatch(EpochLogger):
             Defaults to 512.
         buckets: Number of histogram buckets. Defaults to 30, TensorBoard's.
         run: Name of the run sub-directory. Defaults to ``"heldout"``.
+        diagnose: Run the diagnosis rules live and log new findings.
+            Defaults to True.
 
     Raises:
         TypeError: an argument has the wrong type.
@@ -72,6 +81,7 @@ class GradWatch(EpochLogger):
         max_samples: int = 512,
         buckets: int = 30,
         run: str = tags.DEFAULT_RUN,
+        diagnose: bool = True,
     ) -> None:
         super().__init__(log_dir, freq=freq, run=run)
         _heldout.check(held_out)
@@ -79,7 +89,11 @@ class GradWatch(EpochLogger):
         self.training = _validation.boolean("training", training)
         self.max_samples = _validation.positive_int("max_samples", max_samples)
         self.buckets = _validation.positive_int("buckets", buckets)
+        self.diagnose = _validation.boolean("diagnose", diagnose)
         self._batch: _heldout.Batch | None = None
+        self._history: list[tuple[int, np.ndarray, float]] = []
+        self._findings: list[diagnosis.Finding] = []
+        self._diagnosing = diagnose
         self._probe: GradientProbe | None = None
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
@@ -87,6 +101,9 @@ class GradWatch(EpochLogger):
         if self._batch is None:
             self._batch = _heldout.take(self.held_out, self.max_samples)
             self._say_capped(self._batch)
+        self._history, self._findings = [], []
+        self._diagnosing = self.diagnose
+        self._nonfinite: set[str] = set()
         writer = self._open_writer()
         self._probe = GradientProbe(
             self.model,
@@ -125,13 +142,52 @@ class GradWatch(EpochLogger):
             )
             if count
         }
-        if nonfinite:
-            listed = ", ".join(f"{p} ({n})" for p, n in nonfinite.items())
-            logger.warning(
-                "GradWatch: non-finite gradient values at epoch %d in %s.",
-                epoch,
-                listed,
+        if self._diagnosing:
+            loss = (logs or {}).get("loss", math.nan)
+            self._history.append((epoch, stats, float(loss)))
+            self._diagnose()
+        # Without the diagnosis (whose non_finite finding says it once), a
+        # line whenever the set of weights with NaN/Inf gradients changes.
+        if not self._diagnosing and nonfinite.keys() != self._nonfinite:
+            if nonfinite:
+                listed = ", ".join(f"{p} ({n})" for p, n in nonfinite.items())
+                logger.warning(
+                    "GradWatch: non-finite gradient values at epoch %d in %s.",
+                    epoch,
+                    listed,
+                )
+            self._nonfinite = set(nonfinite)
+
+    def _diagnose(self) -> None:
+        """Logs the findings that are new since the previous logged epoch."""
+        assert self._probe is not None
+        try:
+            columns = {
+                name: np.stack(
+                    [s[:, tags.GRAD_SCALARS.index(name)] for _, s, _ in self._history]
+                )
+                for name in tags.GRAD_SCALARS
+                if name != "grad_max_abs"
+            }
+            series = diagnosis.Series(
+                epochs=np.array([e for e, _, _ in self._history]),
+                paths=self._probe.trace.paths,
+                loss=np.array([loss for _, _, loss in self._history]),
+                **columns,
             )
+            findings = diagnosis.diagnose(series)
+        except Exception:
+            logger.exception("GradWatch's diagnosis failed; it is off for this fit.")
+            self._diagnosing = False
+            return
+        for finding in diagnosis.new_findings(self._findings, findings):
+            logger.warning(
+                "GradWatch diagnosis, epoch %d: %s Try: %s",
+                self._history[-1][0],
+                finding.message,
+                finding.remedy,
+            )
+        self._findings = findings
 
     def _close(self) -> None:
         super()._close()

@@ -40,12 +40,13 @@ rules look at, see `Series.kernels`; "persistent" means in at least
     at any epoch; reported with the first such epoch. SageMaker Debugger's
     ``ExplodingTensor`` rule; AUTOTRAINER's and DeepDiagnosis' NaN checks.
 ``dead_units``
-    At least half of a kernel's units get an exactly zero gradient on the
-    whole held-out batch, persistently (SageMaker Debugger's ``DeadRelu``
-    flags a layer with more than 50% inactive ReLUs; AUTOTRAINER and
-    DeepDiagnosis use 70%). Narrow healthy ReLU nets show 10-40% dead units,
-    so 50% leaves a margin. When every kernel's gradient is zero, the finding
-    says the network has collapsed.
+    At least 70% of a kernel's units get an exactly zero gradient on the
+    whole held-out batch, persistently (AUTOTRAINER and DeepDiagnosis use
+    70%; SageMaker Debugger's ``DeadRelu`` flags more than 50% inactive
+    ReLUs). A narrow healthy ReLU net shows 10-60% dead units in a layer:
+    the brief's 5-unit ReLU + He net, which reaches 84% accuracy, has 3 of
+    5 dead in one layer, so 50% would flag it. When every kernel's gradient
+    is zero, the finding says the network has collapsed.
 ``stalled``
     The best loss of the last 5 logged epochs improves on the best loss
     before them by less than 0.1% *and* a kernel barely changes: its
@@ -56,6 +57,10 @@ rules look at, see `Series.kernels`; "persistent" means in at least
     flags a loss that stops decreasing over 5 steps and a relative update
     below 1e-5. We judge per logged epoch, so the thresholds are larger. A
     run that has simply converged looks the same; the message says so.
+    Reported only while it lasts (it holds at the last logged epoch: a
+    plateau that training left is not reported) and only when no other rule
+    fires: vanishing or dead gradients and
+    explosions stall training too, and their finding names the cause.
     With adaptive optimizers (Adam, RMSprop) the step does not follow the
     gradient's size, so log ``weight_change`` (WeightNorms) to judge it.
 
@@ -89,11 +94,13 @@ _REMEDIES = {
         "(Glorot for tanh), batch normalization or skip connections."
     ),
     "exploding": (
-        "Lower the learning rate, clip gradients by global norm, use "
+        "Lower the learning rate, clip gradients by global norm "
+        "(keras_gradwatch.AutoClip), use "
         "Glorot/He init instead of large weights, add batch normalization."
     ),
     "non_finite": (
-        "Lower the learning rate and clip gradients; check inputs and labels "
+        "Lower the learning rate and clip gradients (AutoClip skips NaN/Inf "
+        "steps); check inputs and labels "
         "for NaN/Inf and the loss for log(0) or division by zero."
     ),
     "dead_units": (
@@ -159,7 +166,7 @@ class Thresholds:
         exploding_grad_to_weight: ...provided its gradient/weight ratio is at
             least this. Defaults to 1.0.
         dead_fraction: Fraction of a kernel's units with zero gradient that
-            counts as dead. Defaults to 0.5.
+            counts as dead. Defaults to 0.7.
         stall_loss: Relative loss improvement below which the loss counts as
             flat. Defaults to 1e-3.
         stall_window: Number of logged epochs the improvement is measured
@@ -179,7 +186,7 @@ class Thresholds:
     exploding_ratio: float = 1e2
     exploding_growth: float = 1e3
     exploding_grad_to_weight: float = 1.0
-    dead_fraction: float = 0.5
+    dead_fraction: float = 0.7
     stall_loss: float = 1e-3
     stall_window: int = 5
     stall_update: float = 1e-3
@@ -322,13 +329,14 @@ def diagnose(series: Series, *, thresholds: Thresholds | None = None) -> list[Fi
     th = Thresholds() if thresholds is None else thresholds
     if series.epochs.size == 0 or not series.paths:
         return []
-    return [
+    causes = [
         *_vanishing(series, th),
         *_exploding(series, th),
         *_non_finite(series),
         *_dead_units(series, th),
-        *_stalled(series, th),
     ]
+    # A stall with a cause is reported as its cause.
+    return causes or _stalled(series, th)
 
 
 def new_findings(
@@ -516,6 +524,9 @@ def _stalled(s: Series, th: Thresholds) -> list[Finding]:
     holds = (improvement < th.stall_loss)[:, None] & (change < limit)
     defined = int(np.isfinite(improvement).sum())
     flagged, epochs = _persistent(s, holds, th, available=defined)
+    # Only a stall that lasts to the last logged epoch: a plateau that
+    # training has left behind is history, not a verdict.
+    flagged &= holds[-1]
     if not flagged.any():
         return []
     evidence = {}

@@ -27,6 +27,7 @@ def model(compiled=True):
         ({"freq": 1.5}, TypeError, r"`freq` must be an int. Received: freq=1.5"),
         ({"freq": True}, TypeError, r"`freq` must be an int. Received: freq=True"),
         ({"training": "yes"}, TypeError, r"`training` must be a bool.*'yes'"),
+        ({"diagnose": 1}, TypeError, r"`diagnose` must be a bool.*=1"),
         ({"max_samples": 0}, ValueError, r"`max_samples` must be >= 1.*=0"),
         ({"buckets": -3}, ValueError, r"`buckets` must be >= 1.*=-3"),
         ({"run": "a/b"}, ValueError, r"`run` must be .*separators.*'a/b'"),
