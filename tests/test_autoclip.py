@@ -301,6 +301,28 @@ def test_scalars_logged_to_tensorboard(tmp_path):
         )
 
 
+class Tracings(keras.callbacks.Callback):
+    """Traces of the train function at fit's end (placed before AutoClip,
+    which drops the function in its own on_train_end)."""
+
+    def on_train_end(self, logs=None):
+        function = self.model.train_function
+        cells = [c.cell_contents for c in function.__closure__ or ()]
+        self.count = sum(
+            int(f.experimental_get_tracing_count())
+            for f in [function, *cells]
+            if hasattr(f, "experimental_get_tracing_count")
+        )
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_train_function_traced_once_per_fit(mode):
+    model, tracings = small_model(lr=0.01), Tracings()
+    model.fit(X, Y, batch_size=BATCH, epochs=3, verbose=0,
+              callbacks=[tracings, AutoClip(mode, **MODES[mode])])  # fmt: skip
+    assert tracings.count == 1
+
+
 def test_optimizer_restored_after_fit():
     model = small_model()
     model.fit(X, Y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0,
