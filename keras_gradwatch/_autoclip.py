@@ -43,15 +43,17 @@ class _ClipState(keras.layers.Layer):
     Keras saves every saveable attribute of the optimizer with the model's
     weights, so `model.save_weights`, `ModelCheckpoint` and `BackupAndRestore`
     carry this state. A checkpoint written before AutoClip was added loads
-    without it (the state starts fresh).
+    without it (the state starts fresh). `config` records the mode and its
+    parameters, so that a state written under other settings is not reused.
     """
 
-    def __init__(self, window: int) -> None:
+    def __init__(self, history_size: int) -> None:
         super().__init__(name="keras_gradwatch_autoclip")
-        self.window = window
+        self.history_size = history_size
+        self._initial: list[tuple[Any, float]] = []
 
         def add(name: str, dtype: str, init: float = 0.0, shape: Any = ()) -> Any:
-            return self.add_weight(
+            variable = self.add_weight(
                 shape=shape,
                 dtype=dtype,
                 initializer=keras.initializers.Constant(init),
@@ -59,12 +61,15 @@ class _ClipState(keras.layers.Layer):
                 name=name,
                 aggregation="only_first_replica",
             )
+            self._initial.append((variable, init))
+            return variable
 
+        self.config = add("config", "float64", math.nan, (4,))
         self.steps = add("steps", "int64")
         self.seen = add("seen", "int64")  # steps with a finite norm
-        self.mean = add("mean", "float64")  # warm-up: running sum
-        self.var = add("var", "float64")  # warm-up: running sum of squares
-        self.history = add("history", "float64", math.inf, (window,))
+        self.mean = add("mean", "float64")
+        self.var = add("var", "float64")
+        self.history = add("history", "float64", math.inf, (history_size,))
         self.threshold = add("threshold", "float64", math.nan)
         self.clipped = add("clipped", "int64")
         self.skipped = add("skipped", "int64")
@@ -74,6 +79,11 @@ class _ClipState(keras.layers.Layer):
         self.first_trip_step = add("first_trip_step", "int64", -1.0)
         self.first_trip_norm = add("first_trip_norm", "float64")
         self.built = True
+
+    def reset(self, config: tuple[float, ...]) -> None:
+        for variable, init in self._initial:
+            variable.assign(tf.fill(variable.shape, tf.cast(init, variable.dtype)))
+        self.config.assign(config)
 
     def load_own_variables(self, store: Any) -> None:
         if len(store.keys()) == 0:
@@ -90,7 +100,8 @@ class AutoClip(keras.callbacks.Callback):
     Pass it to `fit` like any callback. Every training step, inside the
     compiled train function, it measures the global norm of the gradients
     (after they are summed across replicas under `tf.distribute`, and
-    unscaled under mixed precision) and decides:
+    unscaled under mixed precision, by `LossScaleOptimizer` or the
+    optimizer's `loss_scale_factor`) and decides:
 
     - ``mode="zscore"`` (default, after ZClip, 2025): an exponential moving
       average of the norm and of its variance (factor `alpha`), started from
@@ -115,14 +126,22 @@ class AutoClip(keras.callbacks.Callback):
     last step; NaN during warm-up), ``max_norm``, ``clipped_steps`` and
     ``skipped_steps`` as ``logs["autoclip_<name>"]`` and, with `log_dir`,
     as scalars ``autoclip/<name>`` in ``<log_dir>/<run>``; the first trip is
-    logged on the ``keras_gradwatch`` logger. Its state is a saveable
-    attribute of the optimizer, so checkpoints (`save_weights`,
-    `BackupAndRestore`) carry and restore it.
+    logged on the ``keras_gradwatch`` logger.
 
-    The train function is rebuilt at the start of each `fit` with AutoClip
-    in it (one trace, as for the first `fit`), and again after it without.
-    The optimizer must not clip by itself (`clipnorm`, `clipvalue`,
-    `global_clipnorm`) nor accumulate gradients.
+    Its state (statistics, threshold, counters) is a saveable attribute of
+    the optimizer, created when `fit` hands it the model: weights
+    checkpoints written during `fit` carry it, and `BackupAndRestore` brings
+    it back. To restore it outside `fit`, call ``clip.set_model(model)``
+    before ``model.load_weights(path)``. A state written with another mode or
+    other parameters is not reused.
+
+    The optimizer's `apply` is wrapped for the length of `fit`, and the
+    train function is rebuilt at its start (one trace) and dropped at its
+    end. Keras skips `on_train_end` when `fit` stops with an exception; call
+    `detach` then before training without AutoClip. The optimizer must not
+    clip by itself (`clipnorm`, `clipvalue`, `global_clipnorm`) nor
+    accumulate gradients. Sparse (embedding) gradients reach the optimizer
+    dense: their norm needs duplicate rows summed.
 
     Example:
 
@@ -131,19 +150,28 @@ class AutoClip(keras.callbacks.Callback):
     ```
 
     Args:
-        mode: ``"zscore"``, ``"percentile"`` or ``"fixed"``.
-        alpha: zscore: smoothing factor of the moving averages, in (0, 1).
-        z: zscore: how many standard deviations above the mean trip.
-        warmup: zscore: steps that only gather statistics.
-        percentile: percentile: the percentile clipped to, in (0, 100).
-        window: percentile: how many recent norms the percentile spans.
-        threshold: fixed: the norm clipped to (required for that mode only).
-        log_dir: Optional directory of TensorBoard logs.
+        mode: ``"zscore"``, ``"percentile"`` or ``"fixed"``. Defaults to
+            ``"zscore"``.
+        alpha: zscore only: smoothing factor of the moving averages, in
+            (0, 1). Defaults to 0.97.
+        z: zscore only: how many standard deviations above the mean trip.
+            Defaults to 2.5.
+        warmup: zscore only: steps that only gather statistics. Defaults to
+            25.
+        percentile: percentile only: the percentile clipped to, in (0, 100).
+            Defaults to 10.
+        window: percentile only: how many recent norms the percentile spans.
+            Defaults to 1000.
+        threshold: fixed only, and required there: the norm clipped to.
+        log_dir: Directory of TensorBoard logs for the per-epoch scalars.
+            Defaults to None (logs only).
         run: Run sub-directory of `log_dir`. Defaults to ``"autoclip"``.
 
     Raises:
-        TypeError, ValueError: an argument is malformed (at construction),
-            or `on_train_begin` finds an optimizer it cannot support.
+        TypeError: an argument has the wrong type.
+        ValueError: an argument is out of range or belongs to another mode;
+            `on_train_begin` raises it for an optimizer it cannot support or
+            a `log_dir` that cannot be written.
 
     References:
         Kumar et al., "ZClip: Adaptive Spike Mitigation for LLM
@@ -157,11 +185,11 @@ class AutoClip(keras.callbacks.Callback):
         self,
         mode: str = "zscore",
         *,
-        alpha: float = 0.97,
-        z: float = 2.5,
-        warmup: int = 25,
-        percentile: float = 10.0,
-        window: int = 1000,
+        alpha: float | None = None,
+        z: float | None = None,
+        warmup: int | None = None,
+        percentile: float | None = None,
+        window: int | None = None,
         threshold: float | None = None,
         log_dir: str | os.PathLike[str] | None = None,
         run: str = "autoclip",
@@ -173,42 +201,53 @@ class AutoClip(keras.callbacks.Callback):
                 f"Received: mode={mode!r}"
             )
         self.mode = mode
-        self.alpha = _validation.number("alpha", alpha, low=0.0, high=1.0)
-        self.z = _validation.number("z", z, low=0.0)
-        self.warmup = _validation.positive_int("warmup", warmup)
-        self.percentile = _validation.number(
-            "percentile", percentile, low=0.0, high=100.0
-        )
-        self.window = _validation.positive_int("window", window)
-        if mode == "fixed":
+        given = {
+            "alpha": alpha,
+            "z": z,
+            "warmup": warmup,
+            "percentile": percentile,
+            "window": window,
+            "threshold": threshold,
+        }
+        owner = {"alpha": "zscore", "z": "zscore", "warmup": "zscore",
+                 "percentile": "percentile", "window": "percentile",
+                 "threshold": "fixed"}  # fmt: skip
+        for name, value in given.items():
+            if value is not None and owner[name] != mode:
+                raise ValueError(
+                    f'`{name}` applies to mode="{owner[name]}" only. '
+                    f"Received: {name}={value!r} with mode={mode!r}"
+                )
+        self._policy: _clipping.Policy
+        if mode == "zscore":
+            self._policy = _clipping.ZScore(
+                _validation.number("alpha", _or(alpha, 0.97), low=0.0, high=1.0),
+                _validation.number("z", _or(z, 2.5), low=0.0),
+                _validation.positive_int("warmup", _or(warmup, 25)),
+            )
+        elif mode == "percentile":
+            self._policy = _clipping.Percentile(
+                _validation.number(
+                    "percentile", _or(percentile, 10.0), low=0.0, high=100.0
+                ),
+                _validation.positive_int("window", _or(window, 1000)),
+            )
+        else:
             if threshold is None:
                 raise ValueError(
                     '`threshold` is required with mode="fixed". Received: '
                     "threshold=None"
                 )
-            self.threshold: float | None = _validation.number(
-                "threshold", threshold, low=0.0
+            self._policy = _clipping.Fixed(
+                _validation.number("threshold", threshold, low=0.0)
             )
-        elif threshold is not None:
-            raise ValueError(
-                f'`threshold` applies to mode="fixed" only. Received: '
-                f"threshold={threshold!r} with mode={mode!r}"
-            )
-        else:
-            self.threshold = None
-        self._policy: _clipping.Policy
-        if mode == "zscore":
-            self._policy = _clipping.ZScore(self.alpha, self.z, self.warmup)
-        elif mode == "percentile":
-            self._policy = _clipping.Percentile(self.percentile, self.window)
-        else:
-            self._policy = _clipping.Fixed(self.threshold or 0.0)
         self.log_dir = None if log_dir is None else _validation.log_dir(log_dir)
         self.run = _validation.run_name(run)
         self._state: _ClipState | None = None
         self._optimizer: Any = None
         self._writer: tf.summary.SummaryWriter | None = None
-        self._announced = False
+        self._first_epoch = True
+        self._known_trip = -1
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -229,20 +268,30 @@ class AutoClip(keras.callbacks.Callback):
             )
         optimizer = _target(model.optimizer)
         _check_optimizer(optimizer)
-        self._attach(optimizer)
-        if not optimizer.built:
-            optimizer.build(model.trainable_variables)
-        self._install(optimizer)
-        model.make_train_function(force=True)
         if self.log_dir is not None:
             self._writer = _summary.open_writer(self.log_dir, self.run)
+        try:
+            self._attach(optimizer)
+            if not optimizer.built:
+                optimizer.build(model.trainable_variables)
+            self._install(optimizer)
+            model.make_train_function(force=True)
+        except Exception:
+            self.detach()
+            raise
+        self._first_epoch = True
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         state = self._state
-        if state is not None:
-            state.epoch_max_norm.assign(0.0)
-            state.epoch_clipped.assign(0)
-            state.epoch_skipped.assign(0)
+        if state is None:
+            return
+        if self._first_epoch:
+            # After every on_train_begin, so checkpoints are loaded by now.
+            self._first_epoch = False
+            self._check_state(state)
+        state.epoch_max_norm.assign(0.0)
+        state.epoch_clipped.assign(0)
+        state.epoch_skipped.assign(0)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         state = self._state
@@ -273,6 +322,15 @@ class AutoClip(keras.callbacks.Callback):
                 self._close_writer()
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        self.detach()
+
+    def detach(self) -> None:
+        """Takes AutoClip out of the model's optimizer and train function.
+
+        `fit` does this at its end. Call it yourself after a `fit` that
+        stopped with an exception, before training without AutoClip; its
+        state stays with the optimizer for a later `fit` with AutoClip.
+        """
         self._close_writer()
         if self._optimizer is not None:
             _uninstall(self._optimizer)
@@ -284,17 +342,41 @@ class AutoClip(keras.callbacks.Callback):
     # -- state and hook ----------------------------------------------------
 
     def _attach(self, optimizer: Any) -> None:
+        size = self._policy.history_size
         state = getattr(optimizer, STATE_ATTRIBUTE, None)
-        if not isinstance(state, _ClipState) or state.window != self.window:
+        if not isinstance(state, _ClipState) or state.history_size != size:
             strategy = getattr(self.model, "distribute_strategy", None)
             with (strategy or tf.distribute.get_strategy()).scope():
-                state = _ClipState(self.window)
+                state = _ClipState(size)
             setattr(optimizer, STATE_ATTRIBUTE, state)
         self._state = state
+
+    def _check_state(self, state: _ClipState) -> None:
+        """Starts fresh unless the state is this policy's; says why."""
+        config = self._policy.config
+        if tuple(state.config.numpy().tolist()) != config:
+            if int(state.steps.numpy()):
+                logger.info(
+                    "AutoClip: the optimizer's AutoClip state was written with "
+                    "other settings; %s starts fresh.",
+                    self.mode,
+                )
+            state.reset(config)
+        iterations = int(self.model.optimizer.iterations.numpy())
+        if iterations and not int(state.steps.numpy()):
+            logger.warning(
+                "AutoClip starts without statistics on an optimizer that has "
+                "taken %d steps. To resume its state from a checkpoint, call "
+                "set_model(model) before model.load_weights(...).",
+                iterations,
+            )
+        self._known_trip = int(state.first_trip_step.numpy())
 
     def _install(self, optimizer: Any) -> None:
         _uninstall(optimizer)
         original = optimizer.apply
+        # Keras' own loss scaling divides the gradients inside `apply`.
+        scale = float(getattr(optimizer, "loss_scale_factor", None) or 1.0)
 
         def apply(grads: Any, trainable_variables: Any = None) -> None:
             # Sparse (embedding) gradients are made dense: their norm needs
@@ -307,31 +389,38 @@ class AutoClip(keras.callbacks.Callback):
             context = tf.distribute.get_replica_context()
             if context is not None and context.num_replicas_in_sync > 1:
                 grads = _sum_across_replicas(context, grads)
-            norm = _global_norm(grads)
+            norm = _global_norm(grads) / scale
 
-            def update(factor: tf.Tensor, variables: Any) -> None:
+            def update(grads: Any, factor: tf.Tensor, variables: Any) -> None:
                 original(_scale(grads, factor), variables)
 
             if tf.__internal__.distribute.strategy_supports_no_merge_call():
                 factor, finite = self._decide(norm)
-                tf.cond(finite, lambda: update(factor, trainable_variables), _no_op)
+                tf.cond(
+                    finite,
+                    lambda: update(grads, factor, trainable_variables),
+                    _no_op,
+                )
                 return
 
-            def cross_replica(distribution: Any, norm: Any, variables: Any) -> None:
+            def cross_replica(
+                distribution: Any, grads: Any, norm: Any, variables: Any
+            ) -> None:
                 # Every replica holds the same summed gradients, hence norm.
                 first = distribution.experimental_local_results(norm)[0]
                 factor, finite = self._decide(first)
 
                 def apply_all() -> None:
+                    # Each replica applies its own copy of the gradients.
                     distribution.extended.call_for_each_replica(
-                        update, args=(factor, variables)
+                        update, args=(grads, factor, variables)
                     )
 
                 # A cond whose branch calls merge_call (as apply does) must
                 # be built in a cross-replica context.
                 tf.cond(finite, apply_all, _no_op)
 
-            context.merge_call(cross_replica, args=(norm, trainable_variables))
+            context.merge_call(cross_replica, args=(grads, norm, trainable_variables))
 
         optimizer.apply = apply
         # The wrapper has already summed the gradients across replicas.
@@ -345,15 +434,18 @@ class AutoClip(keras.callbacks.Callback):
         finite = tf.math.is_finite(norm)
         safe = tf.where(finite, norm, tf.constant(0.0, tf.float64))
         seen = s.seen.value
-        threshold = s.threshold.value
-        bound, next_threshold = self._policy(s, finite, safe, seen)
+        memory = _clipping.Memory(s.mean.value, s.var.value, s.history.value)
+        bound, after, memory = self._policy(memory, safe, finite, seen)
         trip = tf.logical_and(finite, norm > bound)
         factor = tf.where(trip, bound / tf.where(trip, norm, 1.0), 1.0)
 
+        s.mean.assign(memory.mean)
+        s.var.assign(memory.var)
+        s.history.assign(memory.history)
         steps = s.steps.value + 1
         s.steps.assign(steps)
         s.seen.assign(seen + tf.cast(finite, tf.int64))
-        s.threshold.assign(tf.where(finite, next_threshold, threshold))
+        s.threshold.assign(tf.where(finite, after, s.threshold.value))
         s.clipped.assign_add(tf.cast(trip, tf.int64))
         s.skipped.assign_add(tf.cast(tf.logical_not(finite), tf.int64))
         s.epoch_clipped.assign_add(tf.cast(trip, tf.int64))
@@ -376,8 +468,8 @@ class AutoClip(keras.callbacks.Callback):
                 epoch,
             )
         step = int(state.first_trip_step.numpy())
-        if step >= 0 and not self._announced:
-            self._announced = True
+        if step >= 0 and step != self._known_trip:
+            self._known_trip = step
             logger.warning(
                 "AutoClip (%s) first clipped at training step %d: gradient norm "
                 "%.4g; %d step(s) clipped in epoch %d, threshold now %.4g.",
@@ -397,6 +489,10 @@ class AutoClip(keras.callbacks.Callback):
                 writer.close()
             except Exception:
                 logger.exception("AutoClip could not close its writer.")
+
+
+def _or(value: Any, default: Any) -> Any:
+    return default if value is None else value
 
 
 def _target(optimizer: Any) -> Any:

@@ -1,11 +1,11 @@
-"""Clip policies: where each AutoClip mode puts the bound, as TF ops.
+"""Clip policies: where each AutoClip mode puts the bound, as pure TF ops.
 
-Each policy is called once per training step, inside the compiled train
-function, with the step's global gradient norm (float64; 0 when `finite` is
-False) and the number of finite norms seen before it. It returns the bound
-for this step (a norm above it is scaled down to it) and the threshold in
-force after the step, and updates the state variables it owns, leaving them
-unchanged on a non-finite step.
+A policy is called once per training step, inside the compiled train
+function, with what it remembers (`Memory`), the step's global gradient norm
+(float64; 0 when `finite` is False) and how many finite norms came before.
+It returns the bound for this step (a norm above it is scaled down to it),
+the threshold in force after the step, and its new memory, unchanged on a
+non-finite step. The callback keeps the memory in variables.
 
 References:
     Kumar, Owen, Chowdhury and Güra, "ZClip: Adaptive Spike Mitigation for
@@ -18,23 +18,39 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import NamedTuple, Protocol
 
 import tensorflow as tf
 
 
-class State(Protocol):
-    """The variables the policies keep (float64)."""
+class Memory(NamedTuple):
+    """What a policy carries from step to step (float64 tensors)."""
 
-    mean: Any
-    var: Any
-    history: Any
+    mean: tf.Tensor
+    var: tf.Tensor
+    history: tf.Tensor  # [history_size]; unfilled slots hold +inf
+
+
+Step = tuple[tf.Tensor, tf.Tensor, Memory]
+"""(bound for this step, threshold after it, new memory)."""
 
 
 class Policy(Protocol):
+    @property
+    def mode(self) -> str: ...
+
+    @property
+    def history_size(self) -> int:
+        """Length of `Memory.history` the policy needs."""
+
+    @property
+    def config(self) -> tuple[float, ...]:
+        """The mode and its parameters, stored with the state to tell whose
+        memory a checkpoint holds."""
+
     def __call__(
-        self, state: State, finite: tf.Tensor, norm: tf.Tensor, seen: tf.Tensor
-    ) -> tuple[tf.Tensor, tf.Tensor]: ...
+        self, memory: Memory, norm: tf.Tensor, finite: tf.Tensor, seen: tf.Tensor
+    ) -> Step: ...
 
 
 @dataclass(frozen=True)
@@ -42,12 +58,18 @@ class Fixed:
     """Clip at a given threshold."""
 
     threshold: float
+    mode = "fixed"
+    history_size = 1
+
+    @property
+    def config(self) -> tuple[float, ...]:
+        return (0.0, self.threshold, 0.0, 0.0)
 
     def __call__(
-        self, state: State, finite: tf.Tensor, norm: tf.Tensor, seen: tf.Tensor
-    ) -> tuple[tf.Tensor, tf.Tensor]:
+        self, memory: Memory, norm: tf.Tensor, finite: tf.Tensor, seen: tf.Tensor
+    ) -> Step:
         bound = tf.constant(self.threshold, tf.float64)
-        return bound, bound
+        return bound, bound, memory
 
 
 @dataclass(frozen=True)
@@ -64,11 +86,17 @@ class ZScore:
     alpha: float
     z: float
     warmup: int
+    mode = "zscore"
+    history_size = 1
+
+    @property
+    def config(self) -> tuple[float, ...]:
+        return (1.0, self.alpha, self.z, float(self.warmup))
 
     def __call__(
-        self, state: State, finite: tf.Tensor, norm: tf.Tensor, seen: tf.Tensor
-    ) -> tuple[tf.Tensor, tf.Tensor]:
-        mean, var = state.mean.value, state.var.value
+        self, memory: Memory, norm: tf.Tensor, finite: tf.Tensor, seen: tf.Tensor
+    ) -> Step:
+        mean, var = memory.mean, memory.var
         warm = seen < self.warmup
         nan = tf.constant(math.nan, tf.float64)
         bound = tf.where(warm, nan, mean + self.z * tf.sqrt(tf.maximum(var, 0.0)))
@@ -83,10 +111,14 @@ class ZScore:
         ema_var = self.alpha * var + (1.0 - self.alpha) * (used - ema_mean) ** 2
         new_mean = tf.where(warm, tf.where(started, first_mean, total), ema_mean)
         new_var = tf.where(warm, tf.where(started, first_var, squares), ema_var)
-        state.mean.assign(tf.where(finite, new_mean, mean))
-        state.var.assign(tf.where(finite, new_var, var))
         ready = tf.logical_or(~warm, started)
-        return bound, tf.where(ready, new_mean + self.z * tf.sqrt(new_var), nan)
+        after = tf.where(ready, new_mean + self.z * tf.sqrt(new_var), nan)
+        kept = Memory(
+            tf.where(finite, new_mean, mean),
+            tf.where(finite, new_var, var),
+            memory.history,
+        )
+        return bound, after, kept
 
 
 @dataclass(frozen=True)
@@ -99,14 +131,22 @@ class Percentile:
 
     percentile: float
     window: int
+    mode = "percentile"
+
+    @property
+    def history_size(self) -> int:
+        return self.window
+
+    @property
+    def config(self) -> tuple[float, ...]:
+        return (2.0, self.percentile, float(self.window), 0.0)
 
     def __call__(
-        self, state: State, finite: tf.Tensor, norm: tf.Tensor, seen: tf.Tensor
-    ) -> tuple[tf.Tensor, tf.Tensor]:
+        self, memory: Memory, norm: tf.Tensor, finite: tf.Tensor, seen: tf.Tensor
+    ) -> Step:
         slot = tf.math.floormod(seen, self.window)
-        history = tf.tensor_scatter_nd_update(state.history.value, [[slot]], [norm])
-        history = tf.where(finite, history, state.history.value)
-        state.history.assign(history)
+        history = tf.tensor_scatter_nd_update(memory.history, [[slot]], [norm])
+        history = tf.where(finite, history, memory.history)
         count = tf.minimum(seen + tf.cast(finite, tf.int64), self.window)
         ordered = tf.sort(history)  # unfilled slots hold +inf, at the end
         last = tf.maximum(count - 1, 0)
@@ -116,4 +156,4 @@ class Percentile:
         below, above = tf.gather(ordered, low), tf.gather(ordered, high)
         fraction = position - tf.cast(low, tf.float64)
         bound = tf.where(high > low, below + fraction * (above - below), below)
-        return bound, bound
+        return bound, bound, memory._replace(history=history)

@@ -18,8 +18,9 @@ class WeightNorms(EpochLogger):
     At the end of every `freq`-th epoch, writes for every trainable weight its
     L1 norm ``weight_l1/<path>``, its L2 norm ``weight_l2/<path>`` and its
     relative change ``weight_change/<path>`` = ‖w − w_prev‖₁ / ‖w‖₁ since the
-    previous logged epoch (since `on_train_begin` for the first one of a
-    `fit`) to ``<log_dir>/<run>``; optionally weight histograms
+    previous logged epoch (since the start of the `fit`'s first epoch for
+    the first one, so that weights restored in `on_train_begin` by any
+    callback count as the start) to ``<log_dir>/<run>``; optionally weight histograms
     ``weight/<path>``. Frozen weights are not logged. Tags, units and edge
     cases are documented in `keras_gradwatch.tags`.
 
@@ -28,7 +29,8 @@ class WeightNorms(EpochLogger):
     weights actually took over the logged interval.
 
     The previous snapshot is one on-device copy of the trainable weights
-    (taken in `on_train_begin`, refreshed each logged epoch): the change
+    (taken when the first epoch of a `fit` begins, refreshed each logged
+    epoch): the change
     cannot be recovered from the norms alone, and the optimizer's own state
     does not hold the past weights. Everything runs in one `tf.function`,
     traced once per `fit`. A failure while training is logged and turns the
@@ -72,6 +74,8 @@ class WeightNorms(EpochLogger):
         self.buckets = _validation.positive_int("buckets", buckets)
         self._function: Any = None
         self._paths: list[str] = []
+        self._previous: list[tf.Variable] = []
+        self._snapshot_due = False
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         _validation.keras_model(self.model)
@@ -113,6 +117,8 @@ class WeightNorms(EpochLogger):
                     p.assign(v)
             return stats
 
+        self._previous = previous
+        self._snapshot_due = True
         self._function = tf.function(log)
         self._function.get_concrete_function(tf.TensorSpec([], tf.int64))
         frozen = _validation.frozen_layers(self.model)
@@ -122,9 +128,26 @@ class WeightNorms(EpochLogger):
                 ", ".join(frozen),
             )
 
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if self._function is None or not self._snapshot_due:
+            return
+        self._snapshot_due = False
+        try:
+            for previous, weight in zip(
+                self._previous, self.model.trainable_weights, strict=True
+            ):
+                previous.assign(weight.value)
+        except Exception:
+            logger.exception(
+                "WeightNorms could not take its snapshot and is off for this fit; "
+                "training goes on."
+            )
+            self._close()
+
     def _log_epoch(self, epoch: int, logs: dict[str, Any] | None) -> None:
         self._function(tf.constant(epoch, tf.int64))
 
     def _close(self) -> None:
         super()._close()
         self._function = None
+        self._previous = []

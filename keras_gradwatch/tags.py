@@ -44,10 +44,18 @@ WeightNorms (run ``weights`` by default; same steps)
     ``weight_l2/<path>``          scalar     L2 norm ‖w‖₂
     ``weight_change/<path>``      scalar     ‖w − w_prev‖₁ / ‖w‖₁, w_prev being
                                              the weight at the previous logged
-                                             epoch (at ``on_train_begin`` for
-                                             the first one)
+                                             epoch (when the fit's first epoch
+                                             begins, for the first one)
     ``weight/<path>``             histogram  weight values (``histograms=True``)
     ============================  =========  ====================================
+
+AutoClip (run ``autoclip`` with ``log_dir``; one step per epoch)
+    ``autoclip/threshold`` (the bound in force after the epoch's last step,
+    NaN during zscore's warm-up), ``autoclip/max_norm`` (largest finite
+    global norm of the epoch), ``autoclip/clipped_steps`` and
+    ``autoclip/skipped_steps`` (steps of the epoch). The same numbers go into
+    the epoch logs as ``autoclip_threshold``, ``autoclip_max_norm``,
+    ``autoclip_clipped_steps`` and ``autoclip_skipped_steps``.
 
     ``weight_change`` is the measured relative update per logged epoch; with
     plain SGD, ``grad_to_weight`` times the learning rate is the expected

@@ -180,11 +180,14 @@ def test_spikes_diverge_to_nan_without_and_train_with_defaults(caplog):
 
 
 class Weights(keras.callbacks.Callback):
+    """Model and optimizer variables after every step."""
+
     def on_train_begin(self, logs=None):
         self.after = []
 
     def on_train_batch_end(self, batch, logs=None):
-        self.after.append([w.numpy().copy() for w in self.model.weights])
+        variables = [*self.model.weights, *self.model.optimizer.variables]
+        self.after.append([v.numpy().copy() for v in variables])
 
 
 def test_nan_batch_is_skipped_and_counted():
@@ -205,6 +208,7 @@ def test_nan_batch_is_skipped_and_counted():
     assert finite(model)
     assert history.history["autoclip_skipped_steps"] == [1]
     # Nothing moved at the skipped step: weights, momentum, iteration count.
+    assert len(weights.after[4]) > len(model.weights) + 1  # momentum included
     for before, after in zip(weights.after[3], weights.after[4], strict=True):
         np.testing.assert_array_equal(before, after)
     assert int(model.optimizer.iterations.numpy()) == 9
@@ -366,11 +370,25 @@ def test_keras_hooks_autoclip_relies_on():
         ({"z": 0}, ValueError, r"`z` must be > 0. Received: z=0.0"),
         ({"z": float("nan")}, ValueError, r"`z` must be > 0. Received: z=nan"),
         ({"warmup": 0}, ValueError, r"`warmup` must be >= 1.*=0"),
-        ({"percentile": 100}, ValueError, r"`percentile` must be in \(0, 100\)"),
-        ({"window": 2.5}, TypeError, r"`window` must be an int"),
+        (
+            {"mode": "percentile", "percentile": 100},
+            ValueError,
+            r"`percentile` must be in \(0, 100\)",
+        ),
+        ({"mode": "percentile", "window": 2.5}, TypeError, r"`window` must be an int"),
         ({"mode": "fixed"}, ValueError, r"`threshold` is required with mode=\"fixed\""),
         ({"mode": "fixed", "threshold": -1}, ValueError, r"`threshold` must be > 0"),
         ({"threshold": 1.0}, ValueError, r"`threshold` applies to mode=\"fixed\" only"),
+        (
+            {"mode": "percentile", "alpha": 0.5},
+            ValueError,
+            r"`alpha` applies to mode=\"zscore\" only. Received: alpha=0.5",
+        ),
+        (
+            {"mode": "fixed", "threshold": 1.0, "window": 0},
+            ValueError,
+            r"`window` applies to mode=\"percentile\" only",
+        ),
         ({"log_dir": 3}, TypeError, r"`log_dir` must be a str"),
         ({"run": "a/b"}, ValueError, r"`run` must be"),
     ],
@@ -402,3 +420,78 @@ def test_uncompiled_model_fails_early():
     clip.set_model(keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)]))
     with pytest.raises(ValueError, match=r"must be compiled"):
         clip.on_train_begin()
+
+
+def test_loss_scale_factor_is_taken_out_of_the_norm():
+    model = small_model(loss_scale_factor=1024.0)
+    recorder = UpdateRecorder(X, Y)
+    history = model.fit(
+        X, Y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0,
+        callbacks=[recorder, AutoClip("fixed", threshold=0.5)],
+    )  # fmt: skip
+    norms = [np.sqrt(sum(np.sum(g**2) for g in grads)) for grads in recorder.grads]
+    np.testing.assert_allclose(
+        history.history["autoclip_max_norm"][0], max(norms), rtol=1e-4
+    )
+    for grads, update, norm in zip(
+        recorder.grads, recorder.updates, norms, strict=True
+    ):
+        factor = min(1.0, 0.5 / norm)
+        for g, u in zip(grads, update, strict=True):
+            np.testing.assert_allclose(u, factor * g, rtol=1e-3, atol=1e-6)
+
+
+def test_another_mode_on_the_same_optimizer_starts_fresh(caplog):
+    model = small_model(lr=0.01)
+    model.fit(X, Y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0,
+              callbacks=[AutoClip("fixed", threshold=0.5)])  # fmt: skip
+    recorder = UpdateRecorder(X, Y)
+    with caplog.at_level(logging.INFO, logger="keras_gradwatch"):
+        model.fit(X, Y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0,
+                  callbacks=[recorder, AutoClip(warmup=5)])  # fmt: skip
+    assert "written with other settings; zscore starts fresh" in caplog.text
+    assert state_of(model)["seen"] == 24
+    # Warm-up again: the first steps apply the raw gradient times lr.
+    for g, u in zip(recorder.grads[0], recorder.updates[0], strict=True):
+        np.testing.assert_allclose(u, 0.01 * g, rtol=1e-3, atol=1e-7)
+
+
+def test_unwritable_log_dir_leaves_the_optimizer_alone(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    model = small_model()
+    with pytest.raises(ValueError, match="`log_dir` must be a writable directory"):
+        model.fit(X, Y, epochs=1, verbose=0, callbacks=[AutoClip(log_dir=blocker)])
+    assert "apply" not in vars(model.optimizer)
+
+
+def test_detach_after_a_failed_fit():
+    model, clip = small_model(), AutoClip("fixed", threshold=1e-3)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        model.fit(X, Y, batch_size=BATCH, epochs=3, verbose=0,
+                  callbacks=[clip, StopAt(1)])  # fmt: skip
+    assert "apply" in vars(model.optimizer)  # Keras skipped on_train_end
+    clip.detach()
+    assert "apply" not in vars(model.optimizer)
+    recorder = UpdateRecorder(X, Y)
+    model.fit(X, Y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0,
+              callbacks=[recorder])  # fmt: skip
+    for g, u in zip(recorder.grads[7], recorder.updates[7], strict=True):
+        np.testing.assert_allclose(u, g, rtol=1e-4, atol=1e-6)
+
+
+def test_weights_loaded_before_fit_without_set_model_warn(tmp_path, caplog):
+    x, y = spiky_regression()
+    model = relu_net()
+    model.fit(x[:64], y[:64], batch_size=32, epochs=1, verbose=0,
+              callbacks=[AutoClip()])  # fmt: skip
+    path = tmp_path / "m.weights.h5"
+    model.save_weights(path)
+    resumed = relu_net()
+    resumed.optimizer.build(resumed.trainable_variables)
+    resumed.load_weights(path)  # no AutoClip attached yet: its state is dropped
+    with caplog.at_level(logging.WARNING, logger="keras_gradwatch"):
+        resumed.fit(x[:64], y[:64], batch_size=32, epochs=1, verbose=0,
+                    callbacks=[AutoClip()])  # fmt: skip
+    assert "has taken 2 steps" in caplog.text
+    assert "set_model(model) before model.load_weights" in caplog.text

@@ -181,6 +181,29 @@ def test_layer_that_does_not_learn_shows_zero_change(tmp_path):
         assert all(v > 0 for v in logged[f"weight_change/sequential/{path}"].values())
 
 
+class RestoreAtStart(keras.callbacks.Callback):
+    """Loads saved weights in on_train_begin, as BackupAndRestore does."""
+
+    def __init__(self, weights):
+        super().__init__()
+        self.weights = weights
+
+    def on_train_begin(self, logs=None):
+        self.model.set_weights(self.weights)
+
+
+def test_weights_restored_by_a_later_callback_are_the_start(tmp_path):
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    model.compile(keras.optimizers.SGD(0.0), "mse")
+    saved = [w + 1.0 for w in model.get_weights()]
+    model.fit(
+        XS, YS[:, :1].repeat(2, axis=1), epochs=1, verbose=0,
+        callbacks=[WeightNorms(tmp_path), RestoreAtStart(saved)],
+    )  # fmt: skip
+    logged = read_run(tmp_path / tags.WEIGHTS_RUN)
+    assert float(logged["weight_change/sequential/dense/kernel"][0]) == 0.0
+
+
 def mlp():
     m = keras.Sequential(
         [keras.Input((4,)), keras.layers.Dense(3), keras.layers.Dense(1)]
