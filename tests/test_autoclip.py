@@ -327,18 +327,23 @@ def test_train_function_traced_once_per_fit(mode):
     assert tracings.count == 1
 
 
+def assert_fit_applies_raw_gradients(model):
+    """A fit without AutoClip updates by the raw gradient (SGD, lr 1), even at
+    the spike of batch 7 that AutoClip would clip."""
+    recorder = UpdateRecorder(X, Y)
+    model.fit(X, Y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0,
+              callbacks=[recorder])  # fmt: skip
+    for g, u in zip(recorder.grads[7], recorder.updates[7], strict=True):
+        np.testing.assert_allclose(u, g, rtol=1e-4, atol=1e-6)
+
+
 def test_optimizer_restored_after_fit():
     model = small_model()
     model.fit(X, Y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0,
               callbacks=[AutoClip("fixed", threshold=1e-3)])  # fmt: skip
     assert "apply" not in vars(model.optimizer)
     assert "_all_reduce_sum_gradients" not in vars(model.optimizer)
-    # Without AutoClip the next fit applies the raw gradient again.
-    recorder = UpdateRecorder(X, Y)
-    model.fit(X, Y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0,
-              callbacks=[recorder])  # fmt: skip
-    for g, u in zip(recorder.grads[7], recorder.updates[7], strict=True):
-        np.testing.assert_allclose(u, g, rtol=1e-4, atol=1e-6)
+    assert_fit_applies_raw_gradients(model)
 
 
 def test_keras_hooks_autoclip_relies_on():
@@ -473,11 +478,7 @@ def test_detach_after_a_failed_fit():
     assert "apply" in vars(model.optimizer)  # Keras skipped on_train_end
     clip.detach()
     assert "apply" not in vars(model.optimizer)
-    recorder = UpdateRecorder(X, Y)
-    model.fit(X, Y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0,
-              callbacks=[recorder])  # fmt: skip
-    for g, u in zip(recorder.grads[7], recorder.updates[7], strict=True):
-        np.testing.assert_allclose(u, g, rtol=1e-4, atol=1e-6)
+    assert_fit_applies_raw_gradients(model)
 
 
 def test_weights_loaded_before_fit_without_set_model_warn(tmp_path, caplog):
