@@ -483,12 +483,7 @@ class AutoClip(keras.callbacks.Callback):
 
     def _close_writer(self) -> None:
         writer, self._writer = self._writer, None
-        if writer is not None:
-            try:
-                writer.flush()
-                writer.close()
-            except Exception:
-                logger.exception("AutoClip could not close its writer.")
+        _summary.close_writer(writer, "AutoClip")
 
 
 def _or(value: Any, default: Any) -> Any:

@@ -60,10 +60,4 @@ class EpochLogger(keras.callbacks.Callback):
     def _close(self) -> None:
         """Flushes and closes the writer; subclasses drop their function."""
         writer, self._writer = self._writer, None
-        if writer is None:
-            return
-        try:
-            writer.flush()
-            writer.close()
-        except Exception:
-            logger.exception("%s could not close its writer.", type(self).__name__)
+        _summary.close_writer(writer, type(self).__name__)

@@ -94,6 +94,7 @@ class GradWatch(EpochLogger):
         self._history: list[tuple[int, np.ndarray, float]] = []
         self._findings: list[diagnosis.Finding] = []
         self._diagnosing = diagnose
+        self._nonfinite: set[str] = set()
         self._probe: GradientProbe | None = None
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
@@ -103,7 +104,7 @@ class GradWatch(EpochLogger):
             self._say_capped(self._batch)
         self._history, self._findings = [], []
         self._diagnosing = self.diagnose
-        self._nonfinite: set[str] = set()
+        self._nonfinite = set()
         writer = self._open_writer()
         self._probe = GradientProbe(
             self.model,
@@ -133,30 +134,33 @@ class GradWatch(EpochLogger):
         stats, global_norm = self._probe(self._batch, epoch)
         if logs is not None:
             logs[tags.LOGS_GRAD_NORM] = global_norm
-        nonfinite = {
-            path: int(count)
-            for path, count in zip(
-                self._probe.trace.paths,
-                stats[:, tags.GRAD_SCALARS.index("grad_nonfinite")],
-                strict=True,
-            )
-            if count
-        }
         if self._diagnosing:
             loss = (logs or {}).get("loss", math.nan)
             self._history.append((epoch, stats, float(loss)))
             self._diagnose()
-        # Without the diagnosis (whose non_finite finding says it once), a
-        # line whenever the set of weights with NaN/Inf gradients changes.
-        if not self._diagnosing and nonfinite.keys() != self._nonfinite:
-            if nonfinite:
-                listed = ", ".join(f"{p} ({n})" for p, n in nonfinite.items())
-                logger.warning(
-                    "GradWatch: non-finite gradient values at epoch %d in %s.",
-                    epoch,
-                    listed,
-                )
-            self._nonfinite = set(nonfinite)
+        if not self._diagnosing:  # off, or just turned off by a failure
+            self._say_nonfinite(epoch, stats)
+
+    def _say_nonfinite(self, epoch: int, stats: np.ndarray) -> None:
+        """Without the diagnosis (whose non_finite finding says it once): a
+        line whenever the set of weights with NaN/Inf gradients changes."""
+        assert self._probe is not None
+        column = stats[:, tags.GRAD_SCALARS.index("grad_nonfinite")]
+        nonfinite = {
+            path: int(count)
+            for path, count in zip(self._probe.trace.paths, column, strict=True)
+            if count
+        }
+        if nonfinite.keys() == self._nonfinite:
+            return
+        if nonfinite:
+            listed = ", ".join(f"{p} ({n})" for p, n in nonfinite.items())
+            logger.warning(
+                "GradWatch: non-finite gradient values at epoch %d in %s.",
+                epoch,
+                listed,
+            )
+        self._nonfinite = set(nonfinite)
 
     def _diagnose(self) -> None:
         """Logs the findings that are new since the previous logged epoch."""

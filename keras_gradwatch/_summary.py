@@ -6,6 +6,7 @@ callback's traced function, so no eager per-variable summary call is made.
 
 from __future__ import annotations
 
+import logging
 import os
 
 import tensorflow as tf
@@ -29,6 +30,23 @@ def open_writer(log_dir: str, run: str) -> tf.summary.SummaryWriter:
             f"`log_dir` must be a writable directory. Received: "
             f"log_dir={log_dir!r} ({type(error).__name__}: {error})"
         ) from error
+
+
+def close_writer(writer: tf.summary.SummaryWriter | None, owner: str) -> None:
+    """Flushes and closes `writer`; a failure is logged, never raised.
+
+    Closing runs at the end of `fit`, where an error (a full disk, say) must
+    not cost the user their training.
+    """
+    if writer is None:
+        return
+    try:
+        writer.flush()
+        writer.close()
+    except Exception:
+        logging.getLogger("keras_gradwatch").exception(
+            "%s could not close its writer.", owner
+        )
 
 
 def histogram(tag: str, buckets: tf.Tensor, description: str) -> tf.Operation:

@@ -73,8 +73,7 @@ class WeightNorms(EpochLogger):
         self.histograms = _validation.boolean("histograms", histograms)
         self.buckets = _validation.positive_int("buckets", buckets)
         self._function: Any = None
-        self._paths: list[str] = []
-        self._previous: list[tf.Variable] = []
+        self._snapshot: list[tuple[tf.Variable, Any]] = []
         self._snapshot_due = False
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
@@ -84,7 +83,7 @@ class WeightNorms(EpochLogger):
             logger.warning("WeightNorms: the model has no trainable weights.")
             return
         writer = self._open_writer()
-        self._paths = unique_paths(weights)
+        paths = unique_paths(weights)
         previous = [
             tf.Variable(w.value, trainable=False, name="previous") for w in weights
         ]
@@ -101,7 +100,7 @@ class WeightNorms(EpochLogger):
                 values, [p.value() for p in previous], buckets
             )
             with writer.as_default(step=step):
-                for row, path in enumerate(self._paths):
+                for row, path in enumerate(paths):
                     if histograms is not None:
                         _summary.histogram(
                             tags.tag(tags.WEIGHT_HISTOGRAM, path),
@@ -117,7 +116,7 @@ class WeightNorms(EpochLogger):
                     p.assign(v)
             return stats
 
-        self._previous = previous
+        self._snapshot = list(zip(previous, weights, strict=True))
         self._snapshot_due = True
         self._function = tf.function(log)
         self._function.get_concrete_function(tf.TensorSpec([], tf.int64))
@@ -133,9 +132,7 @@ class WeightNorms(EpochLogger):
             return
         self._snapshot_due = False
         try:
-            for previous, weight in zip(
-                self._previous, self.model.trainable_weights, strict=True
-            ):
+            for previous, weight in self._snapshot:
                 previous.assign(weight.value)
         except Exception:
             logger.exception(
@@ -150,4 +147,4 @@ class WeightNorms(EpochLogger):
     def _close(self) -> None:
         super()._close()
         self._function = None
-        self._previous = []
+        self._snapshot = []
