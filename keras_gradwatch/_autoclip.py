@@ -26,7 +26,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from keras_gradwatch import _clipping, _summary, _validation
+from keras_gradwatch import _clipping, _compat, _summary, _validation
 
 logger = logging.getLogger("keras_gradwatch")
 
@@ -94,7 +94,7 @@ class _ClipState(keras.layers.Layer):
         super().load_own_variables(store)
 
 
-class AutoClip(keras.callbacks.Callback):
+class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
     """Clips the global gradient norm when it spikes; skips non-finite steps.
 
     Pass it to `fit` like any callback. Every training step, inside the
@@ -255,26 +255,30 @@ class AutoClip(keras.callbacks.Callback):
         super().set_model(model)
         # Before any on_train_begin, so that BackupAndRestore, wherever it is
         # in the callback list, restores into this state.
-        if isinstance(model, keras.Model) and getattr(model, "optimizer", None):
+        if _compat.is_model(model) and getattr(model, "optimizer", None):
             self._attach(_target(model.optimizer))
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         model = self.model
         _validation.compiled(model)
-        if keras.backend.backend() != "tensorflow":
+        legacy = _compat.is_tf_keras(model)
+        if not legacy and keras.backend.backend() != "tensorflow":
             raise ValueError(
                 "AutoClip needs the TensorFlow backend. Received: backend="
                 f"{keras.backend.backend()!r}"
             )
         optimizer = _target(model.optimizer)
-        _check_optimizer(optimizer)
+        _check_optimizer(optimizer, legacy)
         if self.log_dir is not None:
-            self._writer = _summary.open_writer(self.log_dir, self.run)
+            self._writer = _summary.open_writer(self.log_dir, self.run, model)
         try:
             self._attach(optimizer)
-            if not optimizer.built:
-                optimizer.build(model.trainable_variables)
-            self._install(optimizer)
+            if legacy:
+                self._install_transformer(optimizer)
+            else:
+                if not optimizer.built:
+                    optimizer.build(model.trainable_variables)
+                self._install(optimizer)
             model.make_train_function(force=True)
         except Exception:
             self.detach()
@@ -427,6 +431,36 @@ class AutoClip(keras.callbacks.Callback):
         optimizer._all_reduce_sum_gradients = _unchanged
         self._optimizer = optimizer
 
+    def _install_transformer(self, optimizer: Any) -> None:
+        """tf_keras: a gradient transformer, run after the cross-replica sum.
+
+        A transformer cannot skip the update, so a non-finite step applies a
+        zero gradient instead (momentum, if any, still moves the weights).
+        """
+        _uninstall(optimizer)
+
+        def transform(grads_and_vars: Any) -> list[Any]:
+            grads_and_vars = list(grads_and_vars)
+            grads = [
+                tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g
+                for g, _ in grads_and_vars
+            ]
+            factor, finite = self._decide(_global_norm(grads))
+            present = [i for i, g in enumerate(grads) if g is not None]
+            if present:
+                kept = tf.cond(
+                    finite,
+                    lambda: _scale([grads[i] for i in present], factor),
+                    lambda: [tf.zeros_like(grads[i]) for i in present],
+                )
+                for i, grad in zip(present, kept, strict=True):
+                    grads[i] = grad
+            return [(g, v) for g, (_, v) in zip(grads, grads_and_vars, strict=True)]
+
+        transform.keras_gradwatch_autoclip = True  # type: ignore[attr-defined]
+        optimizer.gradient_transformers = [*optimizer.gradient_transformers, transform]
+        self._optimizer = optimizer
+
     def _decide(self, norm: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Updates the state for one step; returns (scale factor, finite)."""
         s = self._state
@@ -492,16 +526,28 @@ def _or(value: Any, default: Any) -> Any:
 
 def _target(optimizer: Any) -> Any:
     """The optimizer that sees unscaled gradients (inside a loss scaler)."""
-    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+    legacy = _compat.tf_keras()
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer) or (
+        legacy is not None
+        and isinstance(optimizer, legacy.mixed_precision.LossScaleOptimizer)
+    ):
         return optimizer.inner_optimizer
     return optimizer
 
 
-def _check_optimizer(optimizer: Any) -> None:
+def _check_optimizer(optimizer: Any, legacy: bool) -> None:
     name = type(optimizer).__name__
-    if not isinstance(optimizer, keras.optimizers.Optimizer):
+    if legacy:
+        if not isinstance(getattr(optimizer, "gradient_transformers", None), list):
+            raise ValueError(
+                "With tf_keras, AutoClip clips through the `gradient_transformers` "
+                "of the legacy optimizers: compile with "
+                f"`tf_keras.optimizers.legacy.{name}` (or another legacy "
+                f"optimizer). Received: {type(optimizer).__module__}.{name}"
+            )
+    elif not isinstance(optimizer, keras.optimizers.Optimizer):
         raise ValueError(f"AutoClip needs a Keras 3 optimizer. Received: {name}")
-    if not hasattr(optimizer, "_all_reduce_sum_gradients"):
+    elif not hasattr(optimizer, "_all_reduce_sum_gradients"):
         raise ValueError(
             f"AutoClip does not support this Keras release's {name}: it has no "
             "`_all_reduce_sum_gradients` to take over. Please report the "
@@ -525,6 +571,11 @@ def _uninstall(optimizer: Any) -> None:
     for name in ("apply", "_all_reduce_sum_gradients"):
         if name in vars(optimizer):
             delattr(optimizer, name)
+    transformers = getattr(optimizer, "gradient_transformers", None)
+    if isinstance(transformers, list):
+        optimizer.gradient_transformers = [
+            t for t in transformers if not getattr(t, "keras_gradwatch_autoclip", False)
+        ]
 
 
 def _unchanged(grads_and_vars: Any) -> list[Any]:

@@ -9,12 +9,12 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from keras_gradwatch import _summary, _validation
+from keras_gradwatch import _compat, _summary, _validation
 
 logger = logging.getLogger("keras_gradwatch")
 
 
-class EpochLogger(keras.callbacks.Callback):
+class EpochLogger(_compat.LegacyHooks, keras.callbacks.Callback):
     """Writes to ``<log_dir>/<run>`` every `freq`-th epoch, never failing fit.
 
     Subclasses build their traced function in `on_train_begin` (after
@@ -34,7 +34,7 @@ class EpochLogger(keras.callbacks.Callback):
 
     def _open_writer(self) -> tf.summary.SummaryWriter:
         self._close()
-        self._writer = _summary.open_writer(self.log_dir, self.run)
+        self._writer = _summary.open_writer(self.log_dir, self.run, self.model)
         return self._writer
 
     def _log_epoch(self, epoch: int, logs: dict[str, Any] | None) -> None:

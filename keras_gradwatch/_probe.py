@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_gradwatch import _stats, _summary, tags
+from keras_gradwatch import _compat, _stats, _summary, tags
 from keras_gradwatch._heldout import Batch
 
 
@@ -49,6 +49,7 @@ class GradientProbe:
         if "training" in inspect.signature(model.compute_loss).parameters:
             self._loss_kwargs["training"] = training
         self.trace = Trace()
+        self._present: list[int] = []  # see _run, under a tf_keras strategy
         # AutoGraph on, as for Keras' own train function: user code such as
         # an overridden `compute_loss` must trace here as it does in fit.
         self._function = tf.function(self._run)
@@ -78,16 +79,52 @@ class GradientProbe:
 
     def _run(self, x: Any, y: Any, sample_weight: Any, step: tf.Tensor) -> Any:
         model = self._model
+        weights = list(model.trainable_weights)
+        strategy = getattr(model, "distribute_strategy", None)
+        if (
+            _compat.is_tf_keras(model)
+            and strategy is not None
+            and strategy.num_replicas_in_sync > 1
+        ):
+            # tf_keras' compute_loss updates its loss metrics, which a
+            # strategy allows per replica only, and divides the loss by the
+            # number of replicas, as the gradients are summed over them.
+            # Each local replica computes the whole batch; one is kept.
+            def replica(x: Any, y: Any, sample_weight: Any) -> list[Any]:
+                return self._gradients(x, y, sample_weight, weights, self._present)
+
+            per_replica = strategy.run(replica, args=(x, y, sample_weight))
+            replicas = float(strategy.num_replicas_in_sync)
+            grads = [None] * len(weights)
+            for i, grad in zip(self._present, per_replica, strict=True):
+                grads[i] = strategy.experimental_local_results(grad)[0] * replicas
+        else:
+            grads = self._gradients(x, y, sample_weight, weights)
+        return self._measure_and_write(weights, grads, step)
+
+    def _gradients(
+        self,
+        x: Any,
+        y: Any,
+        sample_weight: Any,
+        weights: list[Any],
+        present: list[int] | None = None,
+    ) -> list[Any]:
+        """Gradients of the compiled loss; with `present`, only those not None
+        (dense), their indices appended to `present`."""
+        model = self._model
         # compute_loss updates the per-output loss trackers of a multi-output
         # model, and training=True moves BatchNorm statistics and Dropout
         # seeds: whatever the forward pass may touch is put back afterwards.
-        kept = list(model.metrics_variables)
+        kept = _compat.metric_variables(model)
         if self._training:
             kept += list(model.non_trainable_variables)
-        saved = [tf.identity(v.value) for v in kept]
+        saved = [tf.identity(_compat.read(v)) for v in kept]
 
-        weights = list(model.trainable_weights)
-        with tf.GradientTape() as tape:
+        # Mixed precision: float16 gradients underflow unless the loss is
+        # scaled as training scales it; the gradients are divided back.
+        scale = _compat.loss_scale(getattr(model, "optimizer", None))
+        with tf.GradientTape(persistent=scale is not None) as tape:
             y_pred = model(x, training=self._training)
             loss = model.compute_loss(
                 x=x,
@@ -96,11 +133,18 @@ class GradientProbe:
                 sample_weight=sample_weight,
                 **self._loss_kwargs,
             )
-        grads = tape.gradient(loss, weights)
+            if scale is not None:
+                scaled = tf.cast(loss, tf.float32) * scale
+        if scale is None:
+            grads = tape.gradient(loss, weights)
+        else:
+            grads = _unscaled_gradients(tape, loss, scaled, scale, weights)
         for variable, value in zip(kept, saved, strict=True):
             variable.assign(value)
-
-        return self._measure_and_write(weights, grads, step)
+        if present is None:
+            return grads
+        present[:] = [i for i, g in enumerate(grads) if g is not None]
+        return [tf.convert_to_tensor(grads[i]) for i in present]
 
     @tf.autograph.experimental.do_not_convert
     def _measure_and_write(
@@ -116,7 +160,7 @@ class GradientProbe:
                 trace.no_gradient.append(path)
             else:
                 trace.paths.append(path)
-                present.append((weight.value, grad))
+                present.append((_compat.read(weight), grad))
         if present:
             matrix, histograms = _stats.batch_stats(
                 [g for _, g in present], [w for w, _ in present], self._buckets
@@ -141,6 +185,37 @@ class GradientProbe:
         return matrix, global_norm
 
 
+def _unscaled_gradients(
+    tape: tf.GradientTape,
+    loss: tf.Tensor,
+    scaled: tf.Tensor,
+    scale: tf.Tensor,
+    weights: list[Any],
+) -> list[Any]:
+    """Gradients of `scaled` divided by `scale`, as float32, dense.
+
+    Where the scaled gradients overflow (a held-out batch is not a training
+    batch), those of the unscaled loss are taken instead, so an Inf is
+    reported only when the loss's own gradient has one.
+    """
+    grads = tape.gradient(scaled, weights)
+    index = [i for i, g in enumerate(grads) if g is not None]
+    if not index:
+        return grads
+    unscaled = [tf.convert_to_tensor(grads[i]) / scale for i in index]
+    finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in unscaled])
+
+    def plain() -> list[tf.Tensor]:
+        again = tape.gradient(loss, [weights[i] for i in index])
+        return [tf.cast(tf.convert_to_tensor(g), tf.float32) for g in again]
+
+    chosen = tf.cond(finite, lambda: unscaled, plain)
+    out = list(grads)
+    for i, grad in zip(index, chosen, strict=True):
+        out[i] = grad
+    return out
+
+
 def unique_paths(weights: list[keras.Variable]) -> list[str]:
     """Weight paths, with ``_1``, ``_2``... appended to repeats.
 
@@ -150,7 +225,7 @@ def unique_paths(weights: list[keras.Variable]) -> list[str]:
     seen: dict[str, int] = {}
     paths = []
     for weight in weights:
-        path = weight.path
+        path = _compat.weight_path(weight)
         count = seen.get(path, 0)
         seen[path] = count + 1
         paths.append(f"{path}_{count}" if count else path)

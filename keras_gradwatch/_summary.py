@@ -8,19 +8,28 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 import tensorflow as tf
 from tensorboard.compat.proto.summary_pb2 import SummaryMetadata
 from tensorboard.plugins.histogram import metadata as histogram_metadata
 from tensorboard.plugins.scalar import metadata as scalar_metadata
 
+from keras_gradwatch import _compat
 
-def open_writer(log_dir: str, run: str) -> tf.summary.SummaryWriter:
-    """Creates the writer for ``<log_dir>/<run>``.
+
+def open_writer(log_dir: str, run: str, model: Any) -> tf.summary.SummaryWriter:
+    """Creates the writer for ``<log_dir>/<run>``; a no-op one off the chief.
+
+    On the non-chief workers of a multi-worker strategy the writer drops
+    every summary: the workers share the log directory and only the chief
+    writes to it.
 
     Raises:
         ValueError: the directory cannot be created or written.
     """
+    if not _compat.should_write(model):
+        return tf.summary.create_noop_writer()
     path = os.path.join(log_dir, run)
     try:
         tf.io.gfile.makedirs(path)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 import os
+from typing import Any
 
-import keras
+from keras_gradwatch import _compat
 
 
 def positive_int(name: str, value: object) -> int:
@@ -51,19 +52,18 @@ def run_name(value: object) -> str:
 
 
 def keras_model(model: object) -> None:
-    """Raises unless `model` is a Keras 3 model."""
-    if not isinstance(model, keras.Model):
+    """Raises unless `model` is a Keras 3 or a tf_keras model."""
+    if not _compat.is_model(model):
         raise ValueError(
-            "The callback needs a Keras 3 `keras.Model`. Received: "
-            f"model of type {type(model).__name__}"
+            "The callback needs a `keras.Model` (Keras 3) or a `tf_keras.Model`. "
+            f"Received: model of type {type(model).__name__}"
         )
 
 
 def compiled(model: object) -> None:
     """Raises unless `model` is a Keras model compiled with a loss."""
     keras_model(model)
-    assert isinstance(model, keras.Model)
-    if not model.compiled:
+    if not _compat.is_compiled(model):
         raise ValueError(
             "The model must be compiled (with a loss) before training; "
             "call `model.compile(optimizer, loss)`. Received: an "
@@ -71,7 +71,7 @@ def compiled(model: object) -> None:
         )
 
 
-def frozen_layers(model: keras.Model) -> list[str]:
+def frozen_layers(model: Any) -> list[str]:
     """Names of the outermost layers with `trainable=False` that own weights."""
     found = []
     stack = list(reversed(model.layers))

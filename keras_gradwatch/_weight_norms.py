@@ -7,7 +7,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from keras_gradwatch import _stats, _summary, _validation, tags
+from keras_gradwatch import _compat, _stats, _summary, _validation, tags
 from keras_gradwatch._callback import EpochLogger, logger
 from keras_gradwatch._probe import unique_paths
 
@@ -85,7 +85,8 @@ class WeightNorms(EpochLogger):
         writer = self._open_writer()
         paths = unique_paths(weights)
         previous = [
-            tf.Variable(w.value, trainable=False, name="previous") for w in weights
+            tf.Variable(_compat.read(w), trainable=False, name="previous")
+            for w in weights
         ]
         buckets = self.buckets if self.histograms else None
         description = (
@@ -95,7 +96,7 @@ class WeightNorms(EpochLogger):
 
         @tf.autograph.experimental.do_not_convert
         def log(step: tf.Tensor) -> tf.Tensor:
-            values = [w.value for w in weights]
+            values = [_compat.read(w) for w in weights]
             stats, histograms = _stats.weight_stats(
                 values, [p.value() for p in previous], buckets
             )
@@ -133,7 +134,7 @@ class WeightNorms(EpochLogger):
         self._snapshot_due = False
         try:
             for previous, weight in self._snapshot:
-                previous.assign(weight.value)
+                previous.assign(_compat.read(weight))
         except Exception:
             logger.exception(
                 "WeightNorms could not take its snapshot and is off for this fit; "
