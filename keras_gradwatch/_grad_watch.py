@@ -127,6 +127,11 @@ class GradWatch(EpochLogger):
                 f"{type(error).__name__}: {error}"
             ) from error
         self._say_skipped()
+        if getattr(self.model, "jit_compile", False) is True:
+            logger.info(
+                "GradWatch: the model trains with XLA (jit_compile=True); the "
+                "held-out pass runs without it, as summaries cannot be compiled."
+            )
 
     def _log_epoch(self, epoch: int, logs: dict[str, Any] | None) -> None:
         assert self._probe is not None

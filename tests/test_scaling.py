@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tensorboard.backend.event_processing import event_file_loader
+
 from helpers import (
     eager_gradients,
     load_script,
@@ -31,8 +33,6 @@ from helpers import (
     np_weight_stats,
     read_run,
 )
-from tensorboard.backend.event_processing import event_file_loader
-
 from keras_gradwatch import tags
 
 SCRIPT = Path(__file__).resolve().parent / "scripts" / "distributed_fit.py"
@@ -75,8 +75,13 @@ def _launch(strategy, keras_version, workers, tmp_path):
                 env["TF_CONFIG"] = json.dumps({"cluster": cluster, "task": task})
             processes.append(
                 subprocess.Popen(
-                    [sys.executable, str(SCRIPT), strategy, str(log_dir),
-                     str(tmp_path / f"worker{index}.npz")],  # fmt: skip
+                    [
+                        sys.executable,
+                        str(SCRIPT),
+                        strategy,
+                        str(log_dir),
+                        str(tmp_path / f"worker{index}.npz"),
+                    ],  # fmt: skip
                     env=env,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.STDOUT,
@@ -91,9 +96,7 @@ def _launch(strategy, keras_version, workers, tmp_path):
             if process.poll() is None:
                 process.kill()
                 process.wait()
-    return log_dir, [
-        np.load(tmp_path / f"worker{i}.npz") for i in range(workers)
-    ]
+    return log_dir, [np.load(tmp_path / f"worker{i}.npz") for i in range(workers)]
 
 
 @pytest.fixture(
@@ -190,7 +193,9 @@ def test_autoclip_clips_the_aggregated_gradient(run):
         norm = np.sqrt(sum(np.sum(g**2) for g, _ in reference.values()))
         assert chief["logs/autoclip_max_norm"][epoch] == pytest.approx(norm, rel=1e-5)
         after = _weights(chief, "end", epoch)
-        step = np.sqrt(sum(np.sum((a - b) ** 2) for a, b in zip(after, before)))
+        step = np.sqrt(
+            sum(np.sum((a - b) ** 2) for a, b in zip(after, before, strict=True))
+        )
         assert step == pytest.approx(fit.THRESHOLD, rel=1e-4)
         assert chief["logs/autoclip_clipped_steps"][epoch] == 1
 
@@ -201,10 +206,12 @@ def test_weightnorms_logged_once_and_right(run):
     model = _reference_model(_weights(chief, "end", 0))
     paths = [w.path for w in model.trainable_weights]
     for epoch in range(fit.EPOCHS):
-        previous = _weights(chief, "begin", 0 if epoch == 0 else epoch)
-        if epoch:
-            previous = _weights(chief, "end", epoch - 1)
-        for path, w, p in zip(paths, _weights(chief, "end", epoch), previous):
+        previous = (
+            _weights(chief, "end", epoch - 1) if epoch else _weights(chief, "begin", 0)
+        )
+        for path, w, p in zip(
+            paths, _weights(chief, "end", epoch), previous, strict=True
+        ):
             (tag,) = [t for t in logged if t.startswith("weight_l1/")
                       and _short(t) == _short(path)]  # fmt: skip
             tag_path = tag.split("/", 1)[1]
