@@ -143,6 +143,12 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
     accumulate gradients. Sparse (embedding) gradients reach the optimizer
     dense: their norm needs duplicate rows summed.
 
+    With tf_keras (Keras 2), AutoClip needs a legacy optimizer
+    (``tf.keras.optimizers.legacy.*``) and is one of its
+    `gradient_transformers`, which run after the cross-replica sum. A
+    transformer cannot skip a step, so there a non-finite step is applied
+    as a zero gradient, and the state is not saved in checkpoints.
+
     Example:
 
     ```python
