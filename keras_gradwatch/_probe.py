@@ -202,7 +202,9 @@ def _unscaled_gradients(
     index = [i for i, g in enumerate(grads) if g is not None]
     if not index:
         return grads
-    unscaled = [tf.convert_to_tensor(grads[i]) / scale for i in index]
+    unscaled = [
+        tf.cast(tf.convert_to_tensor(grads[i]), tf.float32) / scale for i in index
+    ]
     finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in unscaled])
 
     def plain() -> list[tf.Tensor]:

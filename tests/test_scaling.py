@@ -253,3 +253,34 @@ def test_tf_keras_autoclip_needs_a_legacy_optimizer():
     )
     assert "ValueError: With tf_keras, AutoClip clips through" in done.stdout
     assert "tf_keras.optimizers.legacy.Adam" in done.stdout
+
+
+@needs_tf_keras
+def test_tf_keras_mixed_float16_gradients_are_unscaled(tmp_path):
+    """tf_keras' LossScaleOptimizer: GradWatch scales its loss by the current
+    scale and divides back, so the tiny gradients survive float16."""
+    script = SCRIPT.parent / "tf_keras_mixed_precision.py"
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="3")
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path), str(tmp_path / "w.npz")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    mixed = load_script(script)
+    weights = list(np.load(tmp_path / "w.npz").values())
+    # The float32 reference: the same weights in a Keras 3 float32 model
+    # (in this process, `tf.keras` is Keras 3).
+    reference = mixed.build()
+    reference.compile("sgd", "mse", loss_weights=[mixed.LOSS_WEIGHT])
+    reference.set_weights(weights)
+    x, y = mixed.data()
+    logged = read_run(tmp_path / "heldout")
+    for path, (g, w) in eager_gradients(reference, x, y).items():
+        (tag,) = [t for t in logged if t.startswith("grad_norm/")
+                  and _short(t) == _short(path)]  # fmt: skip
+        got = float(logged[tag][0])
+        assert got == pytest.approx(np_stats(g, w)["grad_norm"], rel=1e-2), path
