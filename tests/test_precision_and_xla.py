@@ -1,35 +1,33 @@
 """GradWatch and WeightNorms under mixed_float16 and with jit_compile=True."""
 
 import logging
+from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import eager_gradients, np_stats, np_weight_stats, read_run
+from helpers import (
+    eager_gradients,
+    load_script,
+    np_stats,
+    np_weight_stats,
+    read_run,
+)
 from keras_gradwatch import AutoClip, GradWatch, WeightNorms
 
-LOSS_WEIGHT = 1e-6  # small enough for float16 gradients to underflow unscaled
+# One model and data set for Keras 3 here and tf_keras in test_scaling.py.
+shared = load_script(
+    Path(__file__).resolve().parent / "scripts" / "tf_keras_mixed_precision.py"
+)
+build = shared.build
+LOSS_WEIGHT = shared.LOSS_WEIGHT  # small enough for float16 to underflow unscaled
 
 
 @pytest.fixture
 def data():
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(64, 8)).astype("float32")
-    y = rng.normal(size=(64, 1)).astype("float32")
-    return x, y
-
-
-def build():
-    keras.utils.set_random_seed(0)
-    return keras.Sequential(
-        [
-            keras.Input((8,)),
-            keras.layers.Dense(16, activation="tanh", name="hidden"),
-            keras.layers.Dense(1, name="out"),
-        ]
-    )
+    return shared.data()
 
 
 @pytest.fixture

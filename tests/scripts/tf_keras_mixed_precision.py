@@ -2,7 +2,9 @@
 
 Usage: ``TF_USE_LEGACY_KERAS=1 python tf_keras_mixed_precision.py LOG_DIR OUT``.
 The loss weight is small enough for unscaled float16 gradients to underflow.
-Used by tests/test_scaling.py, which computes the float32 reference.
+Used by tests/test_scaling.py, which computes the float32 reference; its
+`build` and `data` are also the Keras 3 model of tests/test_precision_and_xla.py
+(in a process without the variable, `tf.keras` is Keras 3).
 """
 
 import os
