@@ -389,13 +389,7 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
         scale = float(getattr(optimizer, "loss_scale_factor", None) or 1.0)
 
         def apply(grads: Any, trainable_variables: Any = None) -> None:
-            # Sparse (embedding) gradients are made dense: their norm needs
-            # duplicate rows summed, and the optimizers that keep moments
-            # (momentum, Adam...) densify them anyway.
-            grads = [
-                tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g
-                for g in grads
-            ]
+            grads = _dense(grads)
             context = tf.distribute.get_replica_context()
             if context is not None and context.num_replicas_in_sync > 1:
                 grads = _sum_across_replicas(context, grads)
@@ -447,10 +441,7 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
 
         def transform(grads_and_vars: Any) -> list[Any]:
             grads_and_vars = list(grads_and_vars)
-            grads = [
-                tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g
-                for g, _ in grads_and_vars
-            ]
+            grads = _dense([g for g, _ in grads_and_vars])
             factor, finite = self._decide(_global_norm(grads))
             present = [i for i, g in enumerate(grads) if g is not None]
             if present:
@@ -590,6 +581,15 @@ def _unchanged(grads_and_vars: Any) -> list[Any]:
 
 def _no_op() -> None:
     return None
+
+
+def _dense(grads: Any) -> list[Any]:
+    """Sparse (embedding) gradients made dense: their norm needs duplicate
+    rows summed, and the optimizers that keep moments (momentum, Adam...)
+    densify them anyway."""
+    return [
+        tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads
+    ]
 
 
 def _sum_across_replicas(context: Any, grads: list[Any]) -> list[Any]:

@@ -118,6 +118,13 @@ def np_global_norm(reference) -> float:
     return float(np.sqrt(sum(np.sum(g**2) for g, _ in reference.values())))
 
 
+def np_step_norm(before, after) -> float:
+    """L2 norm of the change between two lists of weight arrays together."""
+    return float(
+        np.sqrt(sum(np.sum((a - b) ** 2) for a, b in zip(after, before, strict=True)))
+    )
+
+
 def load_script(path: Path) -> ModuleType:
     """Imports a script that is not in a package (examples/, benchmarks/)."""
     spec = importlib.util.spec_from_file_location(f"script_{path.stem}", path)

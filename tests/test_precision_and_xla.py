@@ -12,6 +12,7 @@ from helpers import (
     eager_gradients,
     load_script,
     np_stats,
+    np_step_norm,
     np_weight_stats,
     read_run,
 )
@@ -98,9 +99,7 @@ def test_jit_compile(tmp_path, data, caplog):
     notices = [r.message for r in caplog.records if "XLA" in r.message]
     assert len(notices) == 1
     after = [w.numpy() for w in model.trainable_weights]
-    step = np.sqrt(
-        sum(np.sum((a - b) ** 2) for a, b in zip(after, before, strict=True))
-    )
+    step = np_step_norm(before, after)
     assert step == pytest.approx(threshold, rel=1e-4)
     assert history["autoclip_clipped_steps"] == [1]
 

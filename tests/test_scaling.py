@@ -31,7 +31,9 @@ from tensorboard.backend.event_processing import event_file_loader
 from helpers import (
     eager_gradients,
     load_script,
+    np_global_norm,
     np_stats,
+    np_step_norm,
     np_weight_stats,
     read_run,
 )
@@ -189,7 +191,7 @@ def test_gradwatch_equals_single_device(run):
                     path,
                     epoch,
                 )
-        global_norm = np.sqrt(sum(np.sum(g**2) for g, _ in reference.values()))
+        global_norm = np_global_norm(reference)
         assert chief["logs/grad_norm"][epoch] == pytest.approx(global_norm, rel=1e-5)
 
 
@@ -199,12 +201,10 @@ def test_autoclip_clips_the_aggregated_gradient(run):
     for epoch in range(fit.EPOCHS):
         before = _weights(chief, "begin", epoch)
         reference = eager_gradients(_reference_model(before), x, y)
-        norm = np.sqrt(sum(np.sum(g**2) for g, _ in reference.values()))
+        norm = np_global_norm(reference)
         assert chief["logs/autoclip_max_norm"][epoch] == pytest.approx(norm, rel=1e-5)
         after = _weights(chief, "end", epoch)
-        step = np.sqrt(
-            sum(np.sum((a - b) ** 2) for a, b in zip(after, before, strict=True))
-        )
+        step = np_step_norm(before, after)
         assert step == pytest.approx(fit.THRESHOLD, rel=1e-4)
         assert chief["logs/autoclip_clipped_steps"][epoch] == 1
 
