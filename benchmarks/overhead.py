@@ -27,6 +27,7 @@ See benchmarks/README.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import logging
@@ -38,7 +39,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -736,16 +737,37 @@ def main(argv: list[str] | None = None) -> int:
             print(report_saved(path))
             print()
         return 0
+    with collect_log() as collected:
+        return run(args, collected)
+
+
+@contextlib.contextmanager
+def collect_log() -> Iterator[Collect]:
+    """Collects and shows the `keras_gradwatch` log for the length of a run.
+
+    The handlers go when the run ends: a handler left behind would write to
+    this run's stderr, which a caller (a test capturing output) may have
+    closed since.
+    """
     log = logging.getLogger("keras_gradwatch")
-    log.setLevel(logging.INFO)
+    level = log.level
     collected = Collect()
-    log.addHandler(collected)
     shown = logging.StreamHandler(sys.stderr)
     shown.setFormatter(
         logging.Formatter("keras_gradwatch log: %(levelname)s %(message)s")
     )
+    log.setLevel(logging.INFO)
+    log.addHandler(collected)
     log.addHandler(shown)
+    try:
+        yield collected
+    finally:
+        log.removeHandler(shown)
+        log.removeHandler(collected)
+        log.setLevel(level)
 
+
+def run(args: argparse.Namespace, collected: Collect) -> int:
     env = environment()
     settings = {
         k: getattr(args, k)

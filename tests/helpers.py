@@ -42,7 +42,25 @@ def eager_gradients(model, x, y, sample_weight=None, loss_fn=None):
 
     `loss_fn(y, y_pred, model)` replaces `model.compute_loss` when given.
     """
-    weights = model.trainable_weights
+    return _as_reference(model, _tape(model, x, y, sample_weight, loss_fn))
+
+
+def traced_gradients(model, x, y, sample_weight=None, loss_fn=None):
+    """As `eager_gradients`, with the tape inside a `tf.function` of its own.
+
+    Use it where the gradient itself depends on the kernels. In graph mode
+    TensorFlow may run other kernels than in eager mode: with oneDNN on
+    (`TF_ENABLE_ONEDNN_OPTS=1`, the default on CPUs with AVX-512 VNNI/BF16)
+    MatMul + BiasAdd + activation become one fused op whose tanh rounds
+    differently in saturation and whose ReLU maps NaN to 0, and matrix
+    products may sum in another order. The callbacks compute in graph mode,
+    so their reference is a traced tape, independent of their code, run on
+    the same machine with the same batch and weights.
+    """
+    return _as_reference(model, tf.function(_tape)(model, x, y, sample_weight, loss_fn))
+
+
+def _tape(model, x, y, sample_weight, loss_fn):
     with tf.GradientTape() as tape:
         y_pred = model(x, training=False)
         if loss_fn is None:
@@ -51,10 +69,13 @@ def eager_gradients(model, x, y, sample_weight=None, loss_fn=None):
             )
         else:
             loss = loss_fn(y, y_pred, model)
-    grads = tape.gradient(loss, weights)
+    return tape.gradient(loss, model.trainable_weights)
+
+
+def _as_reference(model, grads):
     return {
         w.path: (tf.convert_to_tensor(g).numpy().astype(np.float64), w.numpy())
-        for w, g in zip(weights, grads, strict=True)
+        for w, g in zip(model.trainable_weights, grads, strict=True)
         if g is not None
     }
 

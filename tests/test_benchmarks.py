@@ -1,5 +1,6 @@
 """The benchmark scripts still run (tiny settings; no timing is asserted)."""
 
+import logging
 from pathlib import Path
 
 from helpers import load_script
@@ -19,7 +20,12 @@ def test_histogram_benchmark_runs():
 def test_overhead_benchmark_runs(tmp_path, capsys):
     out = tmp_path / "raw.json"
     overhead = load("overhead")
+    log = logging.getLogger("keras_gradwatch")
+    handlers, level = list(log.handlers), log.level
     assert overhead.main(["--quick", "--models", "a", "--json", str(out)]) == 0
+    # A handler left on this test's captured stderr would fail every later
+    # log record with "I/O operation on closed file".
+    assert (log.handlers, log.level) == (handlers, level)
     assert "| (a) two-circles MLP |" in capsys.readouterr().out
     assert overhead.main(["--from-json", str(out)]) == 0
     assert "per epoch" in capsys.readouterr().out

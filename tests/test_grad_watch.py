@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import eager_gradients, np_global_norm, read_run
+from helpers import np_global_norm, read_run, traced_gradients
 from keras_gradwatch import GradWatch, _probe, tags
 
 rng = np.random.default_rng(3)
@@ -178,7 +178,16 @@ def test_non_finite_gradients_are_counted_and_reported(tmp_path, caplog, diagnos
     history = m.fit(X, Y, epochs=2, verbose=0, callbacks=[watch])
     logged = read_run(tmp_path / tags.DEFAULT_RUN)
     kernel = "sequential/dense/kernel"
-    assert logged[f"grad_nonfinite/{kernel}"][1] == 4 * 8
+    # How far the NaN spreads depends on the kernels: through every unit of
+    # the first kernel (4 x 8) with plain ones, through one row only (8)
+    # where oneDNN's fused MatMul + BiasAdd + ReLU maps NaN to 0. So the count
+    # to log is the one a traced tape computes here, with the same weights.
+    # That row is NaN whatever the kernels: its gradient multiplies the NaN.
+    reference = traced_gradients(m, x, Y[:16])
+    for path, (g, _) in reference.items():
+        assert logged[f"grad_nonfinite/{path}"][1] == np.sum(~np.isfinite(g))
+    expected = int(np.sum(~np.isfinite(reference[kernel][0])))
+    assert expected >= 8
     assert np.isfinite(logged[f"grad/{kernel}"][1]).all()
     assert np.isnan(history.history["grad_norm"]).all()
     warnings = [r.getMessage() for r in caplog.records if r.name == "keras_gradwatch"]
@@ -188,7 +197,7 @@ def test_non_finite_gradients_are_counted_and_reported(tmp_path, caplog, diagnos
         assert "Try: " in warnings[0]
     else:
         assert "non-finite gradient values at epoch 0" in warnings[0]
-        assert f"{kernel} (32)" in warnings[0]
+        assert f"{kernel} ({expected})" in warnings[0]
     # The training data were clean: the model itself is unharmed.
     assert all(np.isfinite(w.numpy()).all() for w in m.weights)
 
@@ -217,7 +226,7 @@ def test_large_held_out_is_capped(tmp_path, caplog):
         verbose=0,
         callbacks=[GradWatch(tmp_path, held_out=(X, Y), max_samples=40)],
     )
-    reference = eager_gradients(m, X[:40], Y[:40])
+    reference = traced_gradients(m, X[:40], Y[:40])
     want = np_global_norm(reference)
     np.testing.assert_allclose(
         read_run(tmp_path / tags.DEFAULT_RUN)["grad_norm/global"][0], want, rtol=1e-5
@@ -229,7 +238,7 @@ def test_dataset_first_batch(tmp_path):
     dataset = tf.data.Dataset.from_tensor_slices((X, Y)).batch(16)
     m = mlp()
     m.fit(X, Y, epochs=1, verbose=0, callbacks=[GradWatch(tmp_path, held_out=dataset)])
-    reference = eager_gradients(m, X[:16], Y[:16])
+    reference = traced_gradients(m, X[:16], Y[:16])
     want = np_global_norm(reference)
     np.testing.assert_allclose(
         read_run(tmp_path / tags.DEFAULT_RUN)["grad_norm/global"][0], want, rtol=1e-5
@@ -262,7 +271,7 @@ def test_subclassed_and_multi_input_models(kind, tmp_path):
     else:
         m, x = two_inputs()
     m.fit(x, Y, epochs=1, verbose=0, callbacks=[GradWatch(tmp_path, held_out=(x, Y))])
-    reference = eager_gradients(m, x, Y)
+    reference = traced_gradients(m, x, Y)
     logged = read_run(tmp_path / tags.DEFAULT_RUN)
     assert len(reference) == 4
     for path, (g, _) in reference.items():
