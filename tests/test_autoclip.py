@@ -11,6 +11,8 @@ import tensorflow as tf
 from helpers import NpAutoClip, read_run
 from keras_gradwatch import AutoClip, _autoclip
 
+pytestmark = pytest.mark.numeric
+
 rng = np.random.default_rng(11)
 
 

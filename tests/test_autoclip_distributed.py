@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.numeric
+
 SCRIPT = Path(__file__).resolve().parent / "scripts" / "autoclip_replicas.py"
 
 

@@ -9,6 +9,8 @@ import tensorflow as tf
 from helpers import NpAutoClip
 from keras_gradwatch import _autoclip, _clipping
 
+pytestmark = pytest.mark.numeric
+
 # Spikes, a NaN and an Inf step (skipped), a zero norm, and more steps than
 # the percentile window holds.
 NORMS = [1.0, 2.0, math.nan, 1.5, math.inf, 30.0, 1.2, 0.0, 5.0, 1.1, 40.0, 1.3]

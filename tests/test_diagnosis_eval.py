@@ -7,9 +7,12 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from helpers import load_script
 from keras_gradwatch import GradWatch
+
+pytestmark = pytest.mark.numeric
 
 EVAL = load_script(
     Path(__file__).resolve().parent.parent / "benchmarks" / "diagnosis_eval.py"

@@ -11,6 +11,8 @@ import tensorflow as tf
 from helpers import np_global_norm, read_run, traced_gradients
 from keras_gradwatch import GradWatch, _probe, tags
 
+pytestmark = pytest.mark.numeric
+
 rng = np.random.default_rng(3)
 X = rng.normal(size=(64, 4)).astype("float32")
 Y = rng.normal(size=(64, 1)).astype("float32")

@@ -12,6 +12,8 @@ from keras import layers, ops
 from helpers import np_global_norm, np_histogram, np_stats, read_run, traced_gradients
 from keras_gradwatch import GradWatch, tags
 
+pytestmark = pytest.mark.numeric
+
 rng = np.random.default_rng(7)
 
 

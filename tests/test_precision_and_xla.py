@@ -18,6 +18,8 @@ from helpers import (
 )
 from keras_gradwatch import AutoClip, GradWatch, WeightNorms
 
+pytestmark = pytest.mark.numeric
+
 # One model and data set for Keras 3 here and tf_keras in test_scaling.py.
 shared = load_script(
     Path(__file__).resolve().parent / "scripts" / "tf_keras_mixed_precision.py"

@@ -15,6 +15,8 @@ from helpers import read_run
 from keras_gradwatch import GradWatch, WeightNorms, _report, tags
 from keras_gradwatch._cli import main
 
+pytestmark = pytest.mark.numeric
+
 EPOCHS = 3
 SYNTHETIC = ["syn/dense_0/kernel", "syn/dense_1/kernel", "syn/dense_2/kernel"]
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -39,6 +39,8 @@ from helpers import (
 )
 from keras_gradwatch import tags
 
+pytestmark = pytest.mark.numeric
+
 SCRIPT = Path(__file__).resolve().parent / "scripts" / "distributed_fit.py"
 fit = load_script(SCRIPT)
 TIMEOUT = 240

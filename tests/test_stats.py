@@ -8,6 +8,8 @@ from tensorboard.plugins.histogram import summary_v2
 from helpers import np_histogram, np_stats
 from keras_gradwatch import _stats, tags
 
+pytestmark = pytest.mark.numeric
+
 rng = np.random.default_rng(0)
 nan, inf = np.nan, np.inf
 

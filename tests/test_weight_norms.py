@@ -10,6 +10,8 @@ import tensorflow as tf
 from helpers import np_histogram, np_weight_stats, plugin_names, read_run
 from keras_gradwatch import GradWatch, WeightNorms, _stats, tags
 
+pytestmark = pytest.mark.numeric
+
 rng = np.random.default_rng(5)
 nan, inf = np.nan, np.inf
 
