@@ -349,6 +349,7 @@ def _holds_wanted(peek: bytes, wanted: Callable[[str], bool]) -> bool | None:
             elif wire == 2 and number in _NOT_SUMMARY:
                 return False
             elif wire == 2 and number == 5:
+                _, offset = _varint(peek, offset)  # the summary's length
                 # Summary.value (1) -> Value.tag (1) come first when present.
                 for _ in range(2):
                     key, offset = _varint(peek, offset)

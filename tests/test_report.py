@@ -86,12 +86,12 @@ def run_named(runs, name):
 
 def test_runs_are_named_by_their_path(logdir):
     root, *_ = logdir
-    assert [r.name for r in _report.load(root)] == ["relu/heldout", "synthetic/heldout"]
+    assert [r.name for r in _report.load(root).runs] == ["relu/heldout", "synthetic/heldout"]
 
 
 def test_series_is_what_was_logged(logdir):
     root, paths, losses = logdir
-    series = run_named(_report.load(root), "relu/heldout").series
+    series = run_named(_report.load(root).runs, "relu/heldout").series
     # Tags come back in the order GradWatch wrote them: trainable_weights'.
     assert series.paths == paths
     assert series.epochs.tolist() == list(range(EPOCHS))
@@ -112,7 +112,7 @@ def test_table_rows_go_input_to_output(logdir, capsys):
     out = capsys.readouterr().out
     lines = out.splitlines()
     start = lines.index(next(line for line in lines if line.startswith("run relu/")))
-    assert f"{EPOCHS} logged epochs (0-{EPOCHS - 1}), loss" in lines[start]
+    assert f"{EPOCHS} logged epochs (0-{EPOCHS - 1}), train loss" in lines[start]
     assert lines[start + 1].split()[0] == "weight"
     rows = [line.split() for line in lines[start + 2 : start + 2 + len(paths)]]
     assert [row[0] for row in rows] == paths
@@ -132,8 +132,11 @@ def test_table_shows_findings_with_remedies(logdir, capsys):
 def test_json_schema(logdir, capsys):
     root, paths, _ = logdir
     assert main(["report", str(root), "--json"]) == 0
-    data = json.loads(capsys.readouterr().out)
-    assert set(data) == {"runs"}
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1  # compact: one line
+    data = json.loads(out)
+    assert set(data) == {"runs", "notes"}
+    assert data["notes"] == []
     relu, synthetic = data["runs"]
     assert set(relu) == {"run", "epochs", "weights", "findings"}
     assert relu["run"] == "relu/heldout"
@@ -220,11 +223,14 @@ def test_truncated_last_record_still_reads(logdir, tmp_path):
         starts.append(position)
         position += 16 + struct.unpack("<Q", data[position : position + 8])[0]
     events.write_bytes(data[: starts[-2] + 20])  # cut inside grad_nonfinite
-    original = run_named(_report.load(root), "relu/heldout").series
-    (cut,) = _report.load(tmp_path)
+    original = run_named(_report.load(root).runs, "relu/heldout").series
+    loaded = _report.load(tmp_path)
+    (cut,) = loaded.runs
     assert cut.series.paths == paths
     # Everything before the cut is intact; the cut record's value is missing.
     np.testing.assert_array_equal(cut.series.grad_norm, original.grad_norm)
+    (note,) = loaded.notes
+    assert note.startswith(f"cut/heldout: {events.name}: its last record is cut short")
     missing = np.isnan(cut.series.grad_nonfinite)
     assert missing.tolist() == [[False] * len(paths)] * (EPOCHS - 1) + [
         [False] * (len(paths) - 1) + [True]
@@ -237,7 +243,7 @@ def test_run_still_being_written(tmp_path):
         for path in SYNTHETIC:
             tf.summary.scalar(f"grad_norm/{path}", 0.1, step=0)
     writer.flush()  # not closed: the callback is still running
-    (run,) = _report.load(tmp_path)
+    (run,) = _report.load(tmp_path).runs
     assert run.series.paths == SYNTHETIC
     assert run.series.epochs.tolist() == [0]
     writer.close()
@@ -254,3 +260,38 @@ def test_python_m_keras_gradwatch(logdir):
     assert result.returncode == 0, result.stderr
     assert "run relu/heldout" in result.stdout
     assert "run synthetic/heldout" in result.stdout
+
+
+def test_report_loads_neither_tensorflow_nor_keras(logdir):
+    root, *_ = logdir
+    code = (
+        "import sys\n"
+        "from keras_gradwatch._cli import main\n"
+        "status = main(['report', sys.argv[1], '--json'])\n"
+        "heavy = sorted({'tensorflow', 'keras', 'tf_keras'} & set(sys.modules))\n"
+        "print('status', status, 'heavy', heavy)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(root)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.stdout.splitlines()[-1] == "status 0 heavy []", result.stderr
+    assert result.stderr == ""  # no TensorFlow start-up lines either
+
+
+def test_values_match_tensorboards_reader_for_every_run(logdir):
+    """Every value the report reads, in every run next to it, is the one
+    TensorBoard's own reader gives."""
+    root, paths, _ = logdir
+    series = run_named(_report.load(root).runs, "relu/heldout").series
+    heldout = read_run(root / "relu" / "heldout")
+    train = read_run(root / "relu" / "train")
+    np.testing.assert_array_equal(
+        series.loss, [float(train["epoch_loss"][e]) for e in range(EPOCHS)]
+    )
+    for j, path in enumerate(paths):
+        for prefix in ("grad_mean_abs", "grad_nonfinite"):
+            expected = [float(heldout[f"{prefix}/{path}"][e]) for e in range(EPOCHS)]
+            np.testing.assert_array_equal(getattr(series, prefix)[:, j], expected)
