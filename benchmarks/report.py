@@ -78,7 +78,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             for d, _, files in os.walk(logdir)
             for f in files
         )
-        runs = [measure(logdir, ["--json"] if args.json else []) for _ in range(args.repeats)]
+        runs = [
+            measure(logdir, ["--json"] if args.json else [])
+            for _ in range(args.repeats)
+        ]
     if any(status for *_, status in runs):
         raise SystemExit(f"the report failed: exit status {runs[0][2]}")
     walls = [wall for wall, _, _ in runs]
@@ -90,8 +93,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "peak_rss_max_mb": max(peaks),
     }
     print(f"logs: {size / 1e6:.1f} MB of event files, {args.repeats} runs")
-    print(f"| | median | max |\n| --- | ---: | ---: |")
-    print(f"| wall time | {result['wall_median_s']:.2f} s | {result['wall_max_s']:.2f} s |")
+    print("| | median | max |\n| --- | ---: | ---: |")
+    print(
+        f"| wall time | {result['wall_median_s']:.2f} s | "
+        f"{result['wall_max_s']:.2f} s |"
+    )
     print(
         f"| peak RSS | {result['peak_rss_median_mb']:.0f} MB | "
         f"{result['peak_rss_max_mb']:.0f} MB |"

@@ -56,6 +56,7 @@ class Progress(keras.callbacks.Callback):
                 flush=True,
             )
 
+
 ACTIVATIONS = ("sigmoid", "relu", "leaky_relu")
 
 

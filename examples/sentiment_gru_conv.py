@@ -61,6 +61,7 @@ class Progress(keras.callbacks.Callback):
                 flush=True,
             )
 
+
 SENTIMENT_TOKENS = 20
 """Token ids 1..20 are positive, 21..40 negative, the rest neutral (0 unused)."""
 CONV_STATS = ("grad_norm", "grad_to_weight")

@@ -63,6 +63,7 @@ class Progress(keras.callbacks.Callback):
                 flush=True,
             )
 
+
 # name: (activation, initializer factory). Every layer gets its own initializer:
 # one unseeded instance shared by several layers draws the same weights for all.
 MODELS = {

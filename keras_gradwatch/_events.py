@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from google.protobuf.message import DecodeError
-from tensorboard.compat.proto import event_pb2
+from tensorboard.compat.proto import event_pb2, summary_pb2
 
 MAX_RECORD = 16 << 10
 """Largest record (bytes of data) that is read and decoded."""
@@ -97,7 +97,9 @@ def _crc_table() -> np.ndarray:
 _TABLE = _crc_table()
 
 
-def masked_crc32c(buffer: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+def masked_crc32c(
+    buffer: np.ndarray, starts: np.ndarray, lengths: np.ndarray
+) -> np.ndarray:
     """TFRecord's masked CRC-32C of many byte ranges of `buffer` at once.
 
     CRC-32C has no fast implementation in the standard library; a Python
@@ -309,7 +311,7 @@ def _decode(
             result.values.setdefault(value.tag, {})[int(event.step)] = number
 
 
-def _scalar(value: event_pb2.Summary.Value) -> float | None:  # type: ignore[name-defined]
+def _scalar(value: summary_pb2.Summary.Value) -> float | None:
     """The value of a scalar summary, or None if it is not a valid scalar."""
     kind = value.WhichOneof("value")
     if kind == "simple_value":  # TF1 and tensorboardX writers
@@ -453,9 +455,7 @@ class Run:
     notes: list[str]
 
 
-def read_run(
-    name: str, files: list[str], wanted: Callable[[str], bool]
-) -> Run:
+def read_run(name: str, files: list[str], wanted: Callable[[str], bool]) -> Run:
     """Reads and joins the event files of one run by the sessions rule (see
     the module docstring); `name` is the run's name in the notes."""
     read = [read_file(path, wanted) for path in files]

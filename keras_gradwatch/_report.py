@@ -302,7 +302,9 @@ def _in_domain(prefix: str, value: float) -> bool:
     return math.isnan(value) or value >= 0
 
 
-def _series(directory: str, values: Values, paths: list[str], reader: _Reader) -> Series:
+def _series(
+    directory: str, values: Values, paths: list[str], reader: _Reader
+) -> Series:
     epochs = sorted({e for p in paths for e in values[f"grad_norm/{p}"]})
     loss = change = None
     for run, files in ((directory, None), *_siblings(directory, reader.notes)):

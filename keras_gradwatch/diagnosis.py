@@ -435,9 +435,7 @@ def _exploding_over_time(s: Series, th: Thresholds) -> list[Finding]:
     flagged, epochs = _persistent(s, holds, th)
     if not flagged.any():
         return []
-    evidence = _evidence(
-        s, "grad_norm_growth", growth, holds, columns, flagged, np.max
-    )
+    evidence = _evidence(s, "grad_norm_growth", growth, holds, columns, flagged, np.max)
     worst = max(evidence.values())
     loss = "" if s.loss is None else " while the loss stopped improving"
     return [
@@ -616,7 +614,9 @@ def _evidence(
     message, which cites the extreme over all of them, cites one of these."""
     evidence = {}
     for j in np.flatnonzero(flagged):
-        evidence[f"{name}/{s.paths[columns[j]]}"] = float(extreme(values[holds[:, j], j]))
+        evidence[f"{name}/{s.paths[columns[j]]}"] = float(
+            extreme(values[holds[:, j], j])
+        )
     return evidence
 
 

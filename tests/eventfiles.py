@@ -53,7 +53,9 @@ def event(
     wall_time: float | None = None,
 ) -> bytes:
     proto = tensor(value) if isinstance(value, float | int) else value
-    summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, tensor=proto)])
+    summary = summary_pb2.Summary(
+        value=[summary_pb2.Summary.Value(tag=tag, tensor=proto)]
+    )
     return event_pb2.Event(
         wall_time=time.time() if wall_time is None else wall_time,
         step=step,

@@ -86,7 +86,10 @@ def run_named(runs, name):
 
 def test_runs_are_named_by_their_path(logdir):
     root, *_ = logdir
-    assert [r.name for r in _report.load(root).runs] == ["relu/heldout", "synthetic/heldout"]
+    assert [r.name for r in _report.load(root).runs] == [
+        "relu/heldout",
+        "synthetic/heldout",
+    ]
 
 
 def test_series_is_what_was_logged(logdir):

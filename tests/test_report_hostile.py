@@ -16,7 +16,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,7 +62,9 @@ pytestmark = pytest.mark.skipif(
 def report(*args: object) -> Result:
     """Runs the report on ARGS in a fresh interpreter; kills it at 10 s."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(ROOT), env.get("PYTHONPATH")])
+    )
     with tempfile.TemporaryDirectory() as scratch:
         peak = Path(scratch) / "vmhwm"
         command = [sys.executable, "-c", _RUN, "report", *map(str, args), str(peak)]
@@ -232,7 +233,9 @@ def test_overlapping_sessions_newest_wins(tmp_path):
 def test_disjoint_sessions_are_joined_without_a_note(tmp_path):
     run = tmp_path / "exp" / "heldout"
     write_events(run / name(1.0e9, "a.v2"), gradwatch_events(range(3), wall_time=1e9))
-    write_events(run / name(2.0e9, "b.v2"), gradwatch_events(range(3, 5), wall_time=2e9))
+    write_events(
+        run / name(2.0e9, "b.v2"), gradwatch_events(range(3, 5), wall_time=2e9)
+    )
     result = check(report(tmp_path), rc=0)
     assert "note:" not in result.err
     assert "5 logged epochs (0-4)" in result.out
@@ -242,7 +245,8 @@ def test_control_characters_are_escaped(tmp_path):
     paths = ["m/\x1b[2J\x1b]0;pwned\x07/kernel", "m/b\u202e/kernel", "m/c/kernel"]
     good_run(tmp_path / "\x1b[31mred", paths=paths)
     result = check(report(tmp_path), rc=0)
-    assert "\x1b" not in result.out and "\x07" not in result.out
+    assert "\x1b" not in result.out
+    assert "\x07" not in result.out
     assert "\u202e" not in result.out
     assert "m/\\x1b[2J\\x1b]0;pwned\\x07/kernel" in result.out
     assert "run \\x1b[31mred:" in result.out
@@ -260,8 +264,10 @@ def test_out_of_domain_values_are_invalid_data_not_findings(tmp_path):
         events.append(event(f"grad_nonfinite/{PATHS[2]}", step, -3.0))
     write_events(tmp_path / "run" / name(), events)
     result = report(tmp_path, "--json")
-    assert result.rc == 0 and "Traceback" not in result.err
-    assert result.rss_mb <= MAX_RSS_MB and not result.timed_out
+    assert result.rc == 0
+    assert "Traceback" not in result.err
+    assert result.rss_mb <= MAX_RSS_MB
+    assert not result.timed_out
     data = json.loads(result.out)
     assert data["runs"][0]["findings"] == []
     notes = "\n".join(data["notes"])
@@ -287,7 +293,9 @@ def test_bad_plot_targets(tmp_path, target, message):
     assert message in result.err
 
 
-@pytest.mark.parametrize(("extension", "magic"), [("png", b"\x89PNG"), ("pdf", b"%PDF"), ("svg", b"<?xml")])
+@pytest.mark.parametrize(
+    ("extension", "magic"), [("png", b"\x89PNG"), ("pdf", b"%PDF"), ("svg", b"<?xml")]
+)
 def test_plot_format_follows_the_extension(tmp_path, extension, magic):
     good_run(tmp_path / "logs" / "run")
     target = tmp_path / f"flow.{extension}"
@@ -303,7 +311,8 @@ def test_many_runs_plot_stays_bounded(tmp_path):
     result = check(report(tmp_path / "logs", "--plot", target), rc=0)
     assert "the plot shows the first 8 of 30 runs" in result.err
     width, height = struct.unpack(">II", target.read_bytes()[16:24])
-    assert width <= 1600 and height <= 1800
+    assert width <= 1600
+    assert height <= 1800
 
 
 @pytest.mark.parametrize("kind", ["missing", "file", "empty", "keras_only"])
@@ -314,7 +323,9 @@ def test_bad_log_directories(tmp_path, kind):
     elif kind == "empty":
         target.mkdir()
     elif kind == "keras_only":
-        write_events(target / "train" / name(), [version(1e9), event("epoch_loss", 0, 0.5)])
+        write_events(
+            target / "train" / name(), [version(1e9), event("epoch_loss", 0, 0.5)]
+        )
     expected = {
         "missing": "no such directory",
         "file": "not a directory",
@@ -328,4 +339,6 @@ def test_empty_and_header_only_files(tmp_path):
     good_run(tmp_path / "run")
     (tmp_path / "run" / "events.out.tfevents.0.empty").write_bytes(b"")
     (tmp_path / "run" / "events.out.tfevents.0.short").write_bytes(b"\1\2\3")
-    check(report(tmp_path), rc=0, notes=["events.out.tfevents.0.short: its last record"])
+    check(
+        report(tmp_path), rc=0, notes=["events.out.tfevents.0.short: its last record"]
+    )
