@@ -148,6 +148,8 @@ class EventFile:
     """Kind of problem -> number of records it concerns."""
     stopped: str | None = None
     """Why reading ended before the end of the file, if it did."""
+    damaged: list[tuple[int, int]] = field(default_factory=list)
+    """``(offset, bytes)`` of each damaged stretch skipped to resynchronize."""
 
     def keys(self) -> set[tuple[str, int]]:
         return {(tag, step) for tag, steps in self.values.items() for step in steps}
@@ -174,9 +176,12 @@ def open_regular(path: str) -> int:
 def read_file(path: str, wanted: Callable[[str], bool]) -> EventFile:
     """Reads the scalars of the `wanted` tags from one event file.
 
-    A record whose CRC fails is skipped; a length whose CRC fails ends the
-    file (the framing is lost); a last record cut short (a file still being
-    written, or cut by a crash) ends it too. Each is counted in `problems`.
+    A record whose data CRC fails is skipped. A length whose CRC fails
+    loses the framing: reading goes on at the next offset where a record's
+    length and data CRCs both hold (a false match has odds of 2**-64 per
+    byte), and the bytes in between are counted as damaged. A last record
+    cut short (a file still being written, or cut by a crash) ends the
+    file. Each is counted in `problems`, `damaged` or `stopped`.
     """
     result = EventFile(path)
     try:
@@ -191,9 +196,19 @@ def read_file(path: str, wanted: Callable[[str], bool]) -> EventFile:
             buffer = os.pread(fd, min(_CHUNK, size - position), position)
             if not buffer:
                 break
-            used, stop = _read_chunk(fd, buffer, position, size, wanted, result)
+            used, state = _read_chunk(fd, buffer, position, size, wanted, result)
             position += used
-            if stop:
+            if state == "damaged":
+                found = _resync(fd, position + 1, size)
+                if found is None:
+                    result.stopped = (
+                        f"damaged record length at byte {position}: the "
+                        f"{size - position} bytes from there on are unreadable"
+                    )
+                    break
+                result.damaged.append((position, found - position))
+                position = found
+            elif state == "stop":
                 break
     except OSError as error:
         result.stopped = f"read stopped ({_reason(error)})"
@@ -209,11 +224,12 @@ def _read_chunk(
     size: int,
     wanted: Callable[[str], bool],
     result: EventFile,
-) -> tuple[int, bool]:
+) -> tuple[int, str | None]:
     """Reads the whole records in `buffer` (the file from `position`).
 
     Returns:
-        The bytes consumed, and whether the file ends here.
+        The bytes consumed, and None to go on, ``"stop"`` when the file ends
+        here, or ``"damaged"`` when the record there has a damaged length.
     """
     heads: list[int] = []
     lengths: list[int] = []
@@ -238,37 +254,73 @@ def _read_chunk(
         stored_header.reshape(-1)
     )
     bad = np.flatnonzero(~header_ok)
+    damaged_at = None
     if bad.size:
         # Heads after a bad length were found with that length: none counts.
         first = int(bad[0])
-        at = position + heads[first]
-        result.stopped = (
-            f"damaged record length at byte {at}: the {size - at} bytes from "
-            "there on are unreadable"
-        )
+        damaged_at = heads[first]
         heads, lengths, large = heads[:first], lengths[:first], False
     small = len(heads) - (1 if large else 0)
     _decode(data, heads[:small], lengths[:small], wanted, result)
-    if bad.size:
-        return 0, True
+    if damaged_at is not None:
+        return damaged_at, "damaged"
     if large:
         start = position + heads[-1]
         end = start + 16 + lengths[-1]
         if end > size:
             result.stopped = _CUT
-            return 0, True
+            return 0, "stop"
         peek = os.pread(fd, min(_PEEK, lengths[-1]), start + 12)
         if _holds_wanted(peek, wanted) is not False:
             result.problems[
                 f"record(s) over {MAX_RECORD} bytes skipped unread (too large "
                 "for a scalar)"
             ] += 1
-        return end - position, False
+        return end - position, None
     if not heads:
         # Short of a whole record: the file ends inside one.
         result.stopped = _CUT
-        return 0, True
-    return offset, False
+        return 0, "stop"
+    return offset, None
+
+
+_RESYNC_WINDOW = 1 << 20
+
+
+def _resync(fd: int, start: int, size: int) -> int | None:
+    """The first offset from `start` where a whole record begins whose length
+    CRC holds and, for a record small enough to be read, whose data CRC
+    holds too; None if there is none before the end of the file."""
+    position = start
+    while position + 16 <= size:
+        window = os.pread(fd, min(_RESYNC_WINDOW, size - position), position)
+        data = np.frombuffer(window, dtype=np.uint8)
+        count = data.size - 11  # offsets with a whole header in the window
+        if count <= 0:
+            return None
+        # The masked CRC of the 8 bytes at every offset at once.
+        crc = np.full(count, 0xFFFFFFFF, dtype=np.uint32)
+        for p in range(8):
+            crc = _TABLE[(crc ^ data[p : p + count]) & 0xFF] ^ (crc >> 8)
+        crc ^= np.uint32(0xFFFFFFFF)
+        masked = ((crc >> 15) | (crc << 17)) + np.uint32(0xA282EAD8)
+        stored = sum(
+            data[8 + k : 8 + k + count].astype(np.uint32) << np.uint32(8 * k)
+            for k in range(4)
+        )
+        for candidate in np.flatnonzero(masked == stored).tolist():
+            at = position + candidate
+            (length,) = _LENGTH.unpack_from(window, candidate)
+            if at + 16 + length > size:
+                continue
+            if length > MAX_RECORD:
+                return at
+            record = np.frombuffer(os.pread(fd, 16 + length, at), dtype=np.uint8)
+            checked = masked_crc32c(record, np.array([12]), np.array([length]))
+            if int(checked[0]) == int(record[12 + length :].view("<u4")[0]):
+                return at
+        position += count
+    return None
 
 
 def _decode(
@@ -462,6 +514,12 @@ def read_run(name: str, files: list[str], wanted: Callable[[str], bool]) -> Run:
     notes = []
     for f in read:
         problems = [f"{n} {problem}" for problem, n in f.problems.items() if n]
+        if f.damaged:
+            lost = sum(n for _, n in f.damaged)
+            problems.append(
+                f"{len(f.damaged)} damaged stretch(es) skipped ({lost} bytes, "
+                f"the first at byte {f.damaged[0][0]}); reading went on after them"
+            )
         if f.stopped is not None:
             problems.append(f.stopped)
         if problems:
