@@ -27,18 +27,22 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # `python -m keras_gradwatch ARGS`, which writes its own peak RSS on exit.
 _RUN = """
-import runpy, sys
+import resource, runpy, sys
 peak = sys.argv.pop(-1)
 try:
     runpy.run_module("keras_gradwatch", run_name="__main__", alter_sys=True)
 finally:
     with open("/proc/self/status") as status, open(peak, "w") as out:
-        out.write(next(l for l in status if l.startswith("VmHWM:")).split()[1])
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        kib = next(l for l in status if l.startswith("VmHWM:")).split()[1]
+        out.write(f"{kib} {usage.ru_utime + usage.ru_stime}")
 """
 
 
-def measure(logdir: str, extra: list[str]) -> tuple[float, float, int]:
-    """One report run: (wall seconds, peak RSS in MB, exit status)."""
+def measure(logdir: str, extra: list[str]) -> tuple[float, float, float, int]:
+    """One report run: (wall seconds, CPU seconds, peak RSS in MB, exit
+    status). CPU time (user + system) says what the report costs when other
+    processes share the cores and stretch the wall time."""
     with tempfile.TemporaryDirectory() as scratch:
         peak = os.path.join(scratch, "vmhwm")
         command = [sys.executable, "-c", _RUN, "report", logdir, *extra, peak]
@@ -46,7 +50,8 @@ def measure(logdir: str, extra: list[str]) -> tuple[float, float, int]:
         done = subprocess.run(command, capture_output=True, check=False)
         wall = time.perf_counter() - start
         with open(peak) as f:
-            return wall, int(f.read()) / 1024, done.returncode  # KiB
+            kib, cpu = f.read().split()
+        return wall, float(cpu), int(kib) / 1024, done.returncode
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -83,12 +88,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             for _ in range(args.repeats)
         ]
     if any(status for *_, status in runs):
-        raise SystemExit(f"the report failed: exit status {runs[0][2]}")
-    walls = [wall for wall, _, _ in runs]
-    peaks = [peak for _, peak, _ in runs]
+        raise SystemExit(f"the report failed: exit status {runs[0][-1]}")
+    walls = [run[0] for run in runs]
+    cpus = [run[1] for run in runs]
+    peaks = [run[2] for run in runs]
     result = {
         "wall_median_s": statistics.median(walls),
         "wall_max_s": max(walls),
+        "cpu_median_s": statistics.median(cpus),
+        "cpu_max_s": max(cpus),
         "peak_rss_median_mb": statistics.median(peaks),
         "peak_rss_max_mb": max(peaks),
     }
@@ -97,6 +105,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print(
         f"| wall time | {result['wall_median_s']:.2f} s | "
         f"{result['wall_max_s']:.2f} s |"
+    )
+    print(
+        f"| CPU time (user + system) | {result['cpu_median_s']:.2f} s | "
+        f"{result['cpu_max_s']:.2f} s |"
     )
     print(
         f"| peak RSS | {result['peak_rss_median_mb']:.0f} MB | "

@@ -44,6 +44,8 @@ def test_report_benchmark_runs(tmp_path, capsys):
     assert set(result) == {
         "wall_median_s",
         "wall_max_s",
+        "cpu_median_s",
+        "cpu_max_s",
         "peak_rss_median_mb",
         "peak_rss_max_mb",
     }
