@@ -49,8 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
-        # `gradwatch report ... | head`: the reader left; nothing to say.
-        sys.stderr.close()
+        # `gradwatch report ... | head`: the reader left. Point stdout at
+        # devnull so that the flush at exit does not raise again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
         return 0
 
 

@@ -5,6 +5,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import time
 
 import keras
 import numpy as np
@@ -298,3 +299,44 @@ def test_values_match_tensorboards_reader_for_every_run(logdir):
         for prefix in ("grad_mean_abs", "grad_nonfinite"):
             expected = [float(heldout[f"{prefix}/{path}"][e]) for e in range(EPOCHS)]
             np.testing.assert_array_equal(getattr(series, prefix)[:, j], expected)
+
+
+def test_a_run_written_again_is_not_spliced(tmp_path, capsys):
+    """The example's situation: 10 epochs, then a re-run of 4 epochs into the
+    same directory. The newest session wins, and stderr says so."""
+    run = tmp_path / "again" / "heldout"
+    first = [{f"grad_norm/{p}": 1.0 for p in SYNTHETIC}] * 10
+    write_scalars(run, first)
+    time.sleep(0.01)  # a later first event, as a later process would have
+    write_scalars(run, [{f"grad_norm/{p}": 2.0 for p in SYNTHETIC}] * 4)
+    old, new = sorted(run.glob("*tfevents*"), key=lambda f: f.stat().st_mtime)
+    assert main(["report", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    assert "run again/heldout: 4 logged epochs (0-3)" in captured.out
+    (note,) = captured.err.splitlines()
+    assert note.startswith("gradwatch: note: again/heldout: 2 sessions wrote")
+    assert f"using {new.name} (steps 0-3), leaving out {old.name} (steps 0-9)" in note
+    (loaded,) = _report.load(tmp_path).runs
+    np.testing.assert_array_equal(loaded.series.grad_norm, np.full((4, 3), 2.0))
+
+
+def test_two_callbacks_on_one_run_are_said(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    x, y = np.ones((8, 4), "float32"), np.zeros((8, 1), "float32")
+    model.fit(
+        x,
+        y,
+        epochs=2,
+        verbose=0,
+        callbacks=[
+            GradWatch(tmp_path, held_out=(x, y)),
+            GradWatch(tmp_path, held_out=(2 * x, y)),
+        ],
+    )
+    loaded = _report.load(tmp_path)
+    (run,) = loaded.runs
+    assert run.series.epochs.tolist() == [0, 1]
+    (note,) = loaded.notes
+    assert note.startswith("heldout: 2 sessions wrote the same steps")
