@@ -26,6 +26,12 @@ Bounds
     * The directory walk is iterative (no recursion limit) and visits each
       directory once by ``(st_dev, st_ino)``, so symlink loops end; it has no
       depth limit.
+    * At most `MAX_FILE_VALUES` (1,000,000) wanted values are read from one
+      file; past that the file's note says the rest was not read. (The
+      report also leaves out a run whose epochs times weights exceed
+      ``keras_gradwatch._report.MAX_VALUES``.)
+    * A length whose CRC fails loses the framing; reading goes on at the next
+      offset where a record's length and data CRCs both hold.
 
 Sessions
     Every event file of a run directory is one session (one writer: one
@@ -59,6 +65,10 @@ from tensorboard.compat.proto import event_pb2, summary_pb2
 
 MAX_RECORD = 16 << 10
 """Largest record (bytes of data) that is read and decoded."""
+MAX_FILE_VALUES = 1_000_000
+"""Wanted values read from one file, at most: memory (about 130 bytes a
+value) and time stay bounded on a crafted file. A run of 600 weights logs
+3,000 values per epoch."""
 _CHUNK = 4 << 20
 _PEEK = 512
 _LENGTH = struct.Struct("<Q")
@@ -148,6 +158,8 @@ class EventFile:
     """Kind of problem -> number of records it concerns."""
     stopped: str | None = None
     """Why reading ended before the end of the file, if it did."""
+    count: int = 0
+    """Wanted values decoded (repeats of a tag and step included)."""
     damaged: list[tuple[int, int]] = field(default_factory=list)
     """``(offset, bytes)`` of each damaged stretch skipped to resynchronize."""
 
@@ -261,7 +273,8 @@ def _read_chunk(
         damaged_at = heads[first]
         heads, lengths, large = heads[:first], lengths[:first], False
     small = len(heads) - (1 if large else 0)
-    _decode(data, heads[:small], lengths[:small], wanted, result)
+    if not _decode(data, heads[:small], lengths[:small], wanted, result):
+        return 0, "stop"
     if damaged_at is not None:
         return damaged_at, "damaged"
     if large:
@@ -329,9 +342,11 @@ def _decode(
     lengths: list[int],
     wanted: Callable[[str], bool],
     result: EventFile,
-) -> None:
+) -> bool:
+    """Decodes the records at `heads`; False once the file holds more than
+    `MAX_FILE_VALUES` wanted values (the rest of it is not read)."""
     if not heads:
-        return
+        return True
     starts = np.array(heads, dtype=np.int64) + 12
     size = np.array(lengths, dtype=np.int64)
     stored = data[(starts + size)[:, None] + np.arange(4)].copy().view("<u4")
@@ -361,6 +376,14 @@ def _decode(
                 ] += 1
                 continue
             result.values.setdefault(value.tag, {})[int(event.step)] = number
+            result.count += 1
+            if result.count >= MAX_FILE_VALUES:
+                result.stopped = (
+                    f"stopped after {MAX_FILE_VALUES:,} values, more than any "
+                    "real run logs in one file; the rest is not read"
+                )
+                return False
+    return True
 
 
 def _scalar(value: summary_pb2.Summary.Value) -> float | None:

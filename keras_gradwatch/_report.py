@@ -49,6 +49,12 @@ _DOMAINS = {
 }
 """What each value must be; NaN is valid where a NaN gradient makes it NaN."""
 
+MAX_VALUES = 1_000_000
+"""Logged epochs times weights of one run, at most (a real run: 100 epochs of
+a 48-block transformer's 600 weights is 60,000); a crafted directory with
+thousands of weights each at its own step is left out with a note rather
+than grown into gigabytes. About 8 MB per statistic."""
+
 MAX_PANELS = 8
 """Runs drawn by `plot`, at most; the picture's size stays bounded."""
 PLOT_FORMATS = ("png", "pdf", "svg")
@@ -99,7 +105,16 @@ def load(logdir: str | os.PathLike[str]) -> Report:
         ]
         if not paths:
             continue
-        series = _series(directory, values, paths, reader)
+        epochs = sorted({e for p in paths for e in values[f"grad_norm/{p}"]})
+        if len(epochs) * len(paths) > MAX_VALUES:
+            report.notes.append(
+                f"{reader.name(directory)}: left out: {len(epochs)} logged epochs "
+                f"x {len(paths)} weights is more than the {MAX_VALUES:,} values "
+                "per statistic the report holds; give a LOGDIR with fewer runs "
+                "mixed into one directory"
+            )
+            continue
+        series = _series(directory, values, paths, epochs, reader)
         report.runs.append(RunData(reader.name(directory), series, diagnose(series)))
     report.notes.extend(reader.notes)
     report.notes = list(dict.fromkeys(report.notes))  # each once, in order
@@ -303,9 +318,12 @@ def _in_domain(prefix: str, value: float) -> bool:
 
 
 def _series(
-    directory: str, values: Values, paths: list[str], reader: _Reader
+    directory: str,
+    values: Values,
+    paths: list[str],
+    epochs: list[int],
+    reader: _Reader,
 ) -> Series:
-    epochs = sorted({e for p in paths for e in values[f"grad_norm/{p}"]})
     loss = change = None
     for run, files in ((directory, None), *_siblings(directory, reader.notes)):
         found = values if files is None else reader.read(run, files)
@@ -325,13 +343,15 @@ def _series(
 def _grid(
     values: Values, prefix: str, paths: list[str], epochs: list[int]
 ) -> np.ndarray:
-    return np.array(
-        [
-            [values.get(f"{prefix}/{p}", {}).get(e, np.nan) for p in paths]
-            for e in epochs
-        ],
-        dtype=np.float64,
-    ).reshape(len(epochs), len(paths))
+    """``[epochs, paths]``, NaN where nothing was logged; built per logged
+    value, not per cell."""
+    grid = np.full((len(epochs), len(paths)), np.nan)
+    row = {e: i for i, e in enumerate(epochs)}
+    for j, path in enumerate(paths):
+        for epoch, value in values.get(f"{prefix}/{path}", {}).items():
+            if epoch in row:
+                grid[row[epoch], j] = value
+    return grid
 
 
 def _siblings(directory: str, notes: list[str]) -> list[tuple[str, list[str]]]:

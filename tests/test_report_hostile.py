@@ -361,3 +361,27 @@ def test_empty_and_header_only_files(tmp_path):
     check(
         report(tmp_path), rc=0, notes=["events.out.tfevents.0.short: its last record"]
     )
+
+
+def test_scattered_steps_do_not_grow_a_huge_grid(tmp_path):
+    """20,000 weights each logged at its own step would be a 20,000 x 20,000
+    grid per statistic (3.2 GB); the run is left out with a note instead."""
+    events = [version(1e9)]
+    events += [event(f"grad_norm/w{i}/kernel", i, 0.1) for i in range(20_000)]
+    write_events(tmp_path / "scattered" / name(), events)
+    good_run(tmp_path / "fine")
+    result = check(
+        report(tmp_path), rc=0, notes=["scattered: left out: 20000 logged epochs"]
+    )
+    assert "run fine:" in result.out
+    assert "run scattered" not in result.out
+
+
+def test_a_file_with_too_many_values_is_read_up_to_the_cap(tmp_path, monkeypatch):
+    from keras_gradwatch import _events
+
+    monkeypatch.setattr(_events, "MAX_FILE_VALUES", 50)  # in this process
+    path = good_run(tmp_path / "run", epochs=8)  # 120 values
+    read = _events.read_file(str(path), lambda tag: True)
+    assert read.count == 50
+    assert read.stopped.startswith("stopped after 50 values")
