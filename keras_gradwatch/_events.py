@@ -77,20 +77,23 @@ _CUT = "its last record is cut short (a file being written, or cut by a crash)"
 Values = dict[str, dict[int, float]]
 """Tag -> step -> value."""
 
-# TensorFlow's DataType enum -> (NumPy dtype, TensorProto field for one value).
-_DTYPES: dict[int, tuple[np.dtype, str]] = {
-    1: (np.dtype("<f4"), "float_val"),
-    2: (np.dtype("<f8"), "double_val"),
-    3: (np.dtype("<i4"), "int_val"),
-    4: (np.dtype("u1"), "int_val"),
-    5: (np.dtype("<i2"), "int_val"),
-    6: (np.dtype("i1"), "int_val"),
-    9: (np.dtype("<i8"), "int64_val"),
-    17: (np.dtype("<u2"), "int_val"),
-    19: (np.dtype("<f2"), "half_val"),
-    22: (np.dtype("<u4"), "uint32_val"),
-    23: (np.dtype("<u8"), "uint64_val"),
+# TensorFlow's DataType enum -> (layout of one element in tensor_content,
+# TensorProto field that holds one value otherwise).
+_DTYPES: dict[int, tuple[struct.Struct, str]] = {
+    1: (struct.Struct("<f"), "float_val"),
+    2: (struct.Struct("<d"), "double_val"),
+    3: (struct.Struct("<i"), "int_val"),
+    4: (struct.Struct("<B"), "int_val"),
+    5: (struct.Struct("<h"), "int_val"),
+    6: (struct.Struct("<b"), "int_val"),
+    9: (struct.Struct("<q"), "int64_val"),
+    17: (struct.Struct("<H"), "int_val"),
+    19: (struct.Struct("<e"), "half_val"),
+    22: (struct.Struct("<I"), "uint32_val"),
+    23: (struct.Struct("<Q"), "uint64_val"),
 }
+_HALF = struct.Struct("<e")
+_HALF_BITS = struct.Struct("<H")
 
 # Event fields (event.proto) that never hold a summary.
 _NOT_SUMMARY = {3, 4, 6, 7, 8, 9, 10}
@@ -353,20 +356,27 @@ def _decode(
     ok = masked_crc32c(data, starts, size) == stored.reshape(-1)
     result.problems["corrupt record(s) skipped (checksum)"] += int((~ok).sum())
     raw = data.data
+    parse = event_pb2.Event.FromString
+    chosen: dict[str, bool] = {}  # tag -> wanted(tag); tags repeat every step
+    values = result.values
     for start, length, good in zip(starts.tolist(), lengths, ok.tolist(), strict=True):
         if not good:
             continue
         try:
-            event = event_pb2.Event.FromString(raw[start : start + length])
+            event = parse(raw[start : start + length])
         except DecodeError:
             result.problems["record(s) that are not events skipped"] += 1
             continue
-        if math.isnan(result.start):
+        if result.start != result.start:  # NaN: this is the first event
             result.start = event.wall_time
         if not event.HasField("summary"):
             continue
         for value in event.summary.value:
-            if not wanted(value.tag):
+            tag = value.tag
+            take = chosen.get(tag)
+            if take is None:
+                take = chosen[tag] = wanted(tag)
+            if not take:
                 continue
             number = _scalar(value)
             if number is None:
@@ -375,7 +385,10 @@ def _decode(
                     "dtype or content)"
                 ] += 1
                 continue
-            result.values.setdefault(value.tag, {})[int(event.step)] = number
+            steps = values.get(tag)
+            if steps is None:
+                steps = values[tag] = {}
+            steps[event.step] = number
             result.count += 1
             if result.count >= MAX_FILE_VALUES:
                 result.stopped = (
@@ -395,19 +408,22 @@ def _scalar(value: summary_pb2.Summary.Value) -> float | None:
         return None
     tensor = value.tensor
     known = _DTYPES.get(tensor.dtype)
-    shape = tensor.tensor_shape
-    if known is None or shape.unknown_rank or any(d.size != 1 for d in shape.dim):
+    if known is None:
         return None
-    dtype, name = known
-    if tensor.tensor_content:
-        if len(tensor.tensor_content) != dtype.itemsize:
+    shape = tensor.tensor_shape
+    if shape.unknown_rank or (shape.dim and any(d.size != 1 for d in shape.dim)):
+        return None
+    layout, name = known
+    content = tensor.tensor_content
+    if content:
+        if len(content) != layout.size:
             return None
-        return float(np.frombuffer(tensor.tensor_content, dtype=dtype)[0])
+        return float(layout.unpack(content)[0])
     listed = getattr(tensor, name)
     if len(listed) != 1:
         return None
     if name == "half_val":  # the float16's bits, in an int
-        return float(np.array(listed[0] & 0xFFFF, dtype=np.uint16).view(np.float16))
+        return float(_HALF.unpack(_HALF_BITS.pack(listed[0] & 0xFFFF))[0])
     return float(listed[0])
 
 
@@ -562,10 +578,14 @@ def read_run(name: str, files: list[str], wanted: Callable[[str], bool]) -> Run:
             kept.append(f)
             taken |= keys
     if left_out:
+        overlapped: set[tuple[str, int]] = set().union(*(f.keys() for f in left_out))
+        winners = [f for f in kept if f.keys() & overlapped]
         notes.append(
-            f"{name}: {len(left_out) + 1} sessions wrote the same steps (a "
-            "re-run into the same directory, several writers or callbacks); "
-            f"the newest wins: using {_steps(kept[0])}, leaving out "
+            f"{name}: {len(left_out) + len(winners)} sessions wrote the same "
+            "steps (a re-run into the same directory, several writers or "
+            "callbacks); the newest wins: using "
+            + ", ".join(_steps(f) for f in winners)
+            + ", leaving out "
             + ", ".join(_steps(f) for f in left_out)
         )
     values: Values = {}
