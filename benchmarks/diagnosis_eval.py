@@ -121,7 +121,7 @@ def run(name: str, logdir: str, epochs: int) -> set[str]:
             WeightNorms(run_dir),
         ],
     )  # fmt: skip
-    (data,) = _report.load(run_dir)
+    (data,) = _report.load(run_dir).runs
     return {finding.kind for finding in data.findings}
 
 

@@ -31,10 +31,15 @@ class EpochLogger(_compat.LegacyHooks, keras.callbacks.Callback):
         self.freq = _validation.positive_int("freq", freq)
         self.run = _validation.run_name(run)
         self._writer: tf.summary.SummaryWriter | None = None
+        self._run_dir: str | None = None
+        self._said_gone = False
 
     def _open_writer(self) -> tf.summary.SummaryWriter:
         self._close()
         self._writer = _summary.open_writer(self.log_dir, self.run, self.model)
+        writes = _compat.should_write(self.model)
+        self._run_dir = os.path.join(self.log_dir, self.run) if writes else None
+        self._said_gone = False
         return self._writer
 
     def _log_epoch(self, epoch: int, logs: dict[str, Any] | None) -> None:
@@ -45,6 +50,7 @@ class EpochLogger(_compat.LegacyHooks, keras.callbacks.Callback):
             return
         try:
             self._log_epoch(epoch, logs)
+            self._check_directory(epoch)
         except Exception:
             logger.exception(
                 "%s failed at epoch %d and is off for the rest of this fit; "
@@ -53,6 +59,21 @@ class EpochLogger(_compat.LegacyHooks, keras.callbacks.Callback):
                 epoch,
             )
             self._close()
+
+    def _check_directory(self, epoch: int) -> None:
+        """Says once if the run directory went away during `fit`: TensorFlow's
+        writer then drops every event without a word."""
+        if self._run_dir is None or self._said_gone:
+            return
+        if not tf.io.gfile.isdir(self._run_dir):
+            self._said_gone = True
+            logger.warning(
+                "%s: the log directory %s disappeared during fit; the events "
+                "of epoch %d and later are lost.",
+                type(self).__name__,
+                self._run_dir,
+                epoch,
+            )
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         self._close()

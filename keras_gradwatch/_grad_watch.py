@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from typing import Any
 
 import numpy as np
+import tensorflow as tf
 
 from keras_gradwatch import _heldout, _validation, diagnosis, tags
 from keras_gradwatch._callback import EpochLogger, logger
@@ -121,12 +123,13 @@ class GradWatch(EpochLogger):
             self._probe.build(self._batch)
         except Exception as error:
             self._close()
-            raise ValueError(
-                "GradWatch could not compute the model's loss on `held_out` "
-                "(do its x and y fit the model's inputs and outputs?). "
-                f"{type(error).__name__}: {error}"
-            ) from error
+            raise ValueError(self._cannot_evaluate(error)) from error
         self._say_skipped()
+        if not self.model.trainable_weights:
+            logger.warning(
+                "GradWatch: the model has no trainable weights, so there are "
+                "no gradients to log (grad_norm stays 0)."
+            )
         if getattr(self.model, "jit_compile", False) is True:
             logger.info(
                 "GradWatch: the model trains with XLA (jit_compile=True); the "
@@ -202,6 +205,29 @@ class GradWatch(EpochLogger):
         super()._close()
         self._probe = None
 
+    def _cannot_evaluate(self, error: Exception) -> str:
+        """One message for a held-out batch the model cannot take: the cause
+        first, and the likely fix."""
+        cause = _cause(error)
+        if getattr(self.model, "loss", None) is None and "loss" in cause.lower():
+            return (
+                "GradWatch needs the model's loss, and the model was compiled "
+                "without one: call `model.compile(optimizer, loss=...)`. "
+                f"Computing it on `held_out` gave {cause}"
+            )
+        hint = (
+            " A tf.data.Dataset is read one element at a time: pass "
+            "`held_out=dataset.batch(n)` if it is not batched."
+            if isinstance(self.held_out, tf.data.Dataset)
+            else ""
+        )
+        return (
+            "GradWatch could not compute the model's loss on `held_out`: "
+            f"{cause}. Do its x and y fit the model's inputs and outputs "
+            "(shapes, numeric dtypes, ids below the embedding's input_dim)?"
+            f"{hint}"
+        )
+
     def _say_capped(self, batch: _heldout.Batch) -> None:
         if batch.available is not None and batch.available > batch.rows:
             logger.warning(
@@ -226,3 +252,16 @@ class GradWatch(EpochLogger):
                 "(gradient is None): %s.",
                 ", ".join(missing),
             )
+
+
+def _cause(error: Exception) -> str:
+    """The line of an error that says what went wrong, without the graph's
+    stack of "File ..." lines that TensorFlow puts around it."""
+    skipped = ("File ", "[[", "Detected at node", "Graph execution error", "in user")
+    lines = [line.strip() for line in str(error).splitlines()]
+    kept = [line for line in lines if line and not line.startswith(skipped)]
+    text = re.sub(r"\s*\[Op:[^\]]*\]$", "", kept[-1]) if kept else ""
+    name = type(error).__name__
+    if text.startswith(f"{name}: "):
+        return text
+    return f"{name}: {text}" if text else name

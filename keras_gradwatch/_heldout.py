@@ -99,7 +99,14 @@ def take(held_out: object, max_samples: int) -> Batch:
                 f"type {type(element).__name__}"
             )
         parts: Sequence[Any] = element
-        _rows(parts)
+        try:
+            _rows(parts)
+        except ValueError as error:
+            raise ValueError(
+                f"{error}. A `tf.data.Dataset` is read one element at a time, "
+                "and its first element must be a batch: pass "
+                "`held_out=dataset.batch(n)`."
+            ) from None
         available = None
     else:
         parts = held_out  # type: ignore[assignment]

@@ -55,12 +55,26 @@ class GradientProbe:
         self._function = tf.function(self._run)
 
     def build(self, batch: Batch) -> None:
-        """Traces the function for `batch`; model errors surface here."""
+        """Traces the function for `batch` and runs it once without writing.
+
+        Tracing finds what the graph can see (shapes, missing inputs, a
+        missing loss); the run finds what only data shows (strings where
+        numbers belong, embedding ids out of range), so both surface here,
+        before training, rather than at the end of the first epoch.
+        """
         self._function.get_concrete_function(
             batch.x,
             batch.y,
             batch.sample_weight,
             tf.TensorSpec([], tf.int64),
+            tf.TensorSpec([], tf.bool),
+        )
+        self._function(
+            batch.x,
+            batch.y,
+            batch.sample_weight,
+            tf.constant(0, tf.int64),
+            tf.constant(False),
         )
 
     def __call__(self, batch: Batch, step: int) -> tuple[np.ndarray, float]:
@@ -70,6 +84,7 @@ class GradientProbe:
             batch.y,
             batch.sample_weight,
             tf.constant(step, tf.int64),
+            tf.constant(True),
         )
         return stats.numpy(), float(global_norm.numpy())
 
@@ -77,7 +92,9 @@ class GradientProbe:
     def tracing_count(self) -> int:
         return int(self._function.experimental_get_tracing_count())
 
-    def _run(self, x: Any, y: Any, sample_weight: Any, step: tf.Tensor) -> Any:
+    def _run(
+        self, x: Any, y: Any, sample_weight: Any, step: tf.Tensor, record: tf.Tensor
+    ) -> Any:
         model = self._model
         weights = list(model.trainable_weights)
         strategy = getattr(model, "distribute_strategy", None)
@@ -100,7 +117,7 @@ class GradientProbe:
                 grads[i] = strategy.experimental_local_results(grad)[0] * replicas
         else:
             grads = self._gradients(x, y, sample_weight, weights)
-        return self._measure_and_write(weights, grads, step)
+        return self._measure_and_write(weights, grads, step, record)
 
     def _gradients(
         self,
@@ -148,7 +165,11 @@ class GradientProbe:
 
     @tf.autograph.experimental.do_not_convert
     def _measure_and_write(
-        self, weights: list[keras.Variable], grads: list[Any], step: tf.Tensor
+        self,
+        weights: list[keras.Variable],
+        grads: list[Any],
+        step: tf.Tensor,
+        record: tf.Tensor,
     ) -> tuple[tf.Tensor, tf.Tensor]:
         """Our own part of the trace: nothing for AutoGraph to convert."""
         trace = Trace()
@@ -171,7 +192,7 @@ class GradientProbe:
         global_norm = tf.norm(matrix[:, tags.GRAD_SCALARS.index("grad_norm")])
 
         description = self._description
-        with self._writer.as_default(step=step):
+        with self._writer.as_default(step=step), tf.summary.record_if(record):
             for row, path in enumerate(trace.paths):
                 _summary.histogram(
                     tags.tag(tags.GRAD_HISTOGRAM, path), histograms[row], description

@@ -1,25 +1,29 @@
 """Event files -> per-run series and findings -> table, JSON or picture.
 
-Reads with TensorBoard's own reader (the ``tensorboard`` package); never
-imports Keras. Every directory under the log directory whose events hold
-``grad_norm/<path>`` tags is a run. Its sibling directories add evidence: the
-``weight_change/<path>`` scalars of WeightNorms (any sibling, ``weights`` by
-default) and the ``epoch_loss`` of ``keras.callbacks.TensorBoard``'s ``train``
-run.
+Reads with `keras_gradwatch._events` (no TensorFlow, no Keras; bounded
+memory and time on any log directory). Every directory under the log
+directory whose events hold ``grad_norm/<path>`` tags is a run. Its sibling
+directories add evidence: the ``weight_change/<path>`` scalars of
+WeightNorms (any sibling, ``weights`` by default) and the ``epoch_loss`` of
+``keras.callbacks.TensorBoard``'s ``train`` run (the training loss).
+
+Several event files in one run directory are joined by the sessions rule of
+`keras_gradwatch._events` (the newest session wins where steps overlap).
+Values outside their domain (a negative norm, a dead-unit fraction outside
+[0, 1], a negative or fractional count) are left out as invalid data, so
+they never become findings. Whatever was left out is said in `Report.notes`.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from tensorboard.backend.event_processing import event_accumulator
-from tensorboard.util import tensor_util
 
-from keras_gradwatch import tags
+from keras_gradwatch import _events, tags
 from keras_gradwatch.diagnosis import Finding, Series, diagnose
 
 _STATS = (
@@ -35,8 +39,28 @@ _WEIGHT_CHANGE = "weight_change"
 _LOSS_RUN, _LOSS_TAG = "train", "epoch_loss"
 """Where ``keras.callbacks.TensorBoard`` puts the training loss."""
 
-Values = dict[str, dict[int, float]]
-"""Tag -> epoch -> value."""
+_DOMAINS = {
+    "grad_norm": "a norm, >= 0",
+    "grad_mean_abs": "a mean of |g|, >= 0",
+    "grad_to_weight": "a ratio of norms, >= 0",
+    "grad_dead_units": "a fraction in [0, 1]",
+    "grad_nonfinite": "a count, a whole number >= 0",
+    "weight_change": "a ratio of norms, >= 0",
+}
+"""What each value must be; NaN is valid where a NaN gradient makes it NaN."""
+
+MAX_VALUES = 1_000_000
+"""Logged epochs times weights of one run, at most (a real run: 100 epochs of
+a 48-block transformer's 600 weights is 60,000); a crafted directory with
+thousands of weights each at its own step is left out with a note rather
+than grown into gigabytes. About 8 MB per statistic."""
+
+MAX_PANELS = 8
+"""Runs drawn by `plot`, at most; the picture's size stays bounded."""
+PLOT_FORMATS = ("png", "pdf", "svg")
+"""File extensions `plot` writes (matplotlib's Agg, PDF and SVG backends)."""
+
+Values = _events.Values
 
 
 @dataclass
@@ -49,11 +73,19 @@ class RunData:
     findings: list[Finding]
 
 
-def load(logdir: str | os.PathLike[str]) -> list[RunData]:
+@dataclass
+class Report:
+    """Every run found, and one line per thing that was skipped or left out."""
+
+    runs: list[RunData] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def load(logdir: str | os.PathLike[str]) -> Report:
     """Reads every GradWatch run under `logdir`, in path order, and diagnoses it.
 
     A run still being written, or whose last record is cut short, is read up
-    to its last complete record.
+    to its last complete record (and a note says so).
 
     Raises:
         FileNotFoundError: `logdir` is not a directory.
@@ -61,13 +93,11 @@ def load(logdir: str | os.PathLike[str]) -> list[RunData]:
     root = os.fspath(logdir)
     if not os.path.isdir(root):
         raise FileNotFoundError(f"not a directory: {root}")
-    cache: dict[str, Values] = {}
-    runs = []
-    for directory, subdirs, files in os.walk(root):
-        subdirs.sort()
-        if not any("tfevents" in f for f in files):
-            continue
-        values = _read(directory, cache)
+    listing = _events.walk(root)
+    reader = _Reader(root)
+    report = Report(notes=list(listing.notes))
+    for directory, files in listing.runs.items():
+        values = reader.read(directory, files)
         paths = [
             t.split("/", 1)[1]
             for t in values
@@ -75,27 +105,44 @@ def load(logdir: str | os.PathLike[str]) -> list[RunData]:
         ]
         if not paths:
             continue
-        series = _series(directory, values, paths, cache)
-        name = os.path.relpath(directory, root).replace(os.sep, "/")
-        runs.append(RunData(name, series, diagnose(series)))
-    return runs
+        epochs = sorted({e for p in paths for e in values[f"grad_norm/{p}"]})
+        if len(epochs) * len(paths) > MAX_VALUES:
+            report.notes.append(
+                f"{reader.name(directory)}: left out: {len(epochs)} logged epochs "
+                f"x {len(paths)} weights is more than the {MAX_VALUES:,} values "
+                "per statistic the report holds; give a LOGDIR with fewer runs "
+                "mixed into one directory"
+            )
+            continue
+        series = _series(directory, values, paths, epochs, reader)
+        report.runs.append(RunData(reader.name(directory), series, diagnose(series)))
+    report.notes.extend(reader.notes)
+    report.notes = list(dict.fromkeys(report.notes))  # each once, in order
+    return report
+
+
+def printable(text: str) -> str:
+    """`text` with control and format characters escaped as in `repr`, so
+    names from a log directory cannot move the cursor or repaint a terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def table(runs: list[RunData]) -> str:
     """A plain-text report: per run, one row per weight (input to output) with
-    its last values, then the findings and what to try."""
+    its last values, then the findings and what to try. Control characters
+    in names are escaped."""
     lines = []
     for run in runs:
         s = run.series
         lines.append(f"run {run.name}: {_epoch_summary(s)}")
-        width = max(len("weight"), *(len(p) for p in s.paths))
+        width = max(len("weight"), *(len(printable(p)) for p in s.paths))
         lines.append(
             f"  {'weight':<{width}}  {'grad norm':>9}  {'grad/weight':>11}  "
             f"{'dead units':>10}  {'weight change':>13}"
         )
         for row in _rows(s):
             lines.append(
-                f"  {row['path']:<{width}}  {_fmt(row['grad_norm']):>9}  "
+                f"  {printable(row['path']):<{width}}  {_fmt(row['grad_norm']):>9}  "
                 f"{_fmt(row['grad_to_weight']):>11}  "
                 f"{_fmt(row['dead_units'], '{:.0%}'):>10}  "
                 f"{_fmt(row['weight_change']):>13}"
@@ -110,10 +157,10 @@ def table(runs: list[RunData]) -> str:
         else:
             lines.append("  no findings")
         lines.append("")
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)
 
 
-def to_json(runs: list[RunData]) -> dict[str, Any]:
+def to_json(report: Report) -> dict[str, Any]:
     """The report as JSON-ready data; non-finite numbers become None (null)."""
     return {
         "runs": [
@@ -125,18 +172,45 @@ def to_json(runs: list[RunData]) -> dict[str, Any]:
                 ],
                 "findings": [finding.to_dict() for finding in run.findings],
             }
-            for run in runs
-        ]
+            for run in report.runs
+        ],
+        "notes": list(report.notes),
     }
 
 
-def plot(runs: list[RunData], path: str | os.PathLike[str]) -> None:
-    """Saves the gradient flow as a PNG: mean |g| per kernel, input to output,
-    on a log scale, one line per selected epoch, one panel per run.
+def plot_format(path: str | os.PathLike[str]) -> str:
+    """The format `plot` writes to `path`, from its extension.
 
     Raises:
-        ImportError: matplotlib is not installed.
+        ValueError: the extension is not one of `PLOT_FORMATS`.
     """
+    extension = os.path.splitext(os.fspath(path))[1].lower().lstrip(".")
+    if extension not in PLOT_FORMATS:
+        raise ValueError(
+            f"cannot write a {extension or 'extension-less'} picture; name the "
+            f"file .{', .'.join(PLOT_FORMATS[:-1])} or .{PLOT_FORMATS[-1]}"
+        )
+    return extension
+
+
+def plot(runs: list[RunData], path: str | os.PathLike[str]) -> int:
+    """Saves the gradient flow: mean |g| per kernel, input to output, on a log
+    scale, one line per selected epoch, one panel per run, in the format of
+    the file's extension (`PLOT_FORMATS`).
+
+    At most `MAX_PANELS` runs are drawn (the first ones), two panels per row,
+    so the picture stays legible and its size bounded however many runs a
+    log directory holds.
+
+    Returns:
+        The number of runs drawn.
+
+    Raises:
+        ValueError: an extension `plot_format` refuses.
+        ImportError: matplotlib is not installed.
+        OSError: the file cannot be written.
+    """
+    image_format = plot_format(path)
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -144,62 +218,115 @@ def plot(runs: list[RunData], path: str | os.PathLike[str]) -> None:
         raise ImportError(
             "--plot needs matplotlib: pip install keras_gradwatch[plot]"
         ) from error
-    figure = Figure(figsize=(8, 4.5 * len(runs)), layout="constrained")
+    drawn_runs = runs[:MAX_PANELS]
+    columns = 1 if len(drawn_runs) == 1 else 2
+    rows = math.ceil(len(drawn_runs) / columns)
+    figure = Figure(figsize=(8 * columns, 4.5 * rows), layout="constrained")
     FigureCanvasAgg(figure)  # Agg: no display, no global pyplot state.
-    panels = figure.subplots(len(runs), 1, squeeze=False)[:, 0]
-    for axes, run in zip(panels, runs, strict=True):
-        s = run.series
-        kernels = s.kernel_columns()
-        if not kernels.size:
-            kernels = np.arange(len(s.paths))
-        mean_abs = s.grad_mean_abs[:, kernels]
-        mean_abs = np.where(mean_abs > 0, mean_abs, np.nan)  # log scale
-        drawn = np.flatnonzero(np.isfinite(mean_abs).any(axis=1))
-        if drawn.size:
-            # The first and last epochs with data and three in between.
-            spread = np.linspace(0, drawn.size - 1, 5).round().astype(int)
-            for t in drawn[np.unique(spread)]:
-                axes.plot(mean_abs[t], marker="o", label=f"epoch {s.epochs[t]}")
-            axes.set_yscale("log")
-            axes.legend(fontsize=8)
-        axes.set_xticks(range(kernels.size))
-        axes.set_xticklabels(
-            [s.paths[k] for k in kernels], rotation=30, ha="right", fontsize=8
-        )
-        axes.set_title(f"{run.name}: gradient flow, input -> output")
-        axes.set_ylabel("mean |gradient|")
-        axes.grid(True, which="both", alpha=0.3)
-    figure.savefig(os.fspath(path), format="png", dpi=100)
+    panels = figure.subplots(rows, columns, squeeze=False).reshape(-1)
+    for axes in panels[len(drawn_runs) :]:
+        axes.set_visible(False)
+    for axes, run in zip(panels, drawn_runs, strict=False):
+        _draw(axes, run)
+    figure.savefig(os.fspath(path), format=image_format, dpi=100)
+    return len(drawn_runs)
 
 
-def _read(directory: str, cache: dict[str, Values]) -> Values:
-    """Every scalar tensor summary of one run directory, tags in first-written
-    order (TensorBoard's reservoirs keep insertion order)."""
-    if directory not in cache:
-        reader = event_accumulator.EventAccumulator(
-            directory, size_guidance={event_accumulator.TENSORS: 0}
-        )
-        reader.Reload()
-        values: Values = {}
-        for tag in reader.Tags()[event_accumulator.TENSORS]:
-            arrays = {
-                e.step: tensor_util.make_ndarray(e.tensor_proto)
-                for e in reader.Tensors(tag)
-            }
-            # Histograms, text and other non-scalars are none of our business.
-            if all(a.shape == () and a.dtype.kind in "fiu" for a in arrays.values()):
-                values[tag] = {step: float(a) for step, a in arrays.items()}
-        cache[directory] = values
-    return cache[directory]
+def _draw(axes: Any, run: RunData) -> None:
+    s = run.series
+    kernels = s.kernel_columns()
+    if not kernels.size:
+        kernels = np.arange(len(s.paths))
+    mean_abs = s.grad_mean_abs[:, kernels]
+    mean_abs = np.where(mean_abs > 0, mean_abs, np.nan)  # log scale
+    drawn = np.flatnonzero(np.isfinite(mean_abs).any(axis=1))
+    if drawn.size:
+        # The first and last epochs with data and three in between.
+        spread = np.linspace(0, drawn.size - 1, 5).round().astype(int)
+        for t in drawn[np.unique(spread)]:
+            axes.plot(mean_abs[t], marker="o", label=f"epoch {s.epochs[t]}")
+        axes.set_yscale("log")
+        axes.legend(fontsize=8)
+    # Past about 30 labels they overlap: label every k-th kernel.
+    every = max(1, math.ceil(kernels.size / 30))
+    shown = np.arange(0, kernels.size, every)
+    axes.set_xticks(shown)
+    axes.set_xticklabels(
+        [_short(printable(s.paths[kernels[k]])) for k in shown],
+        rotation=30,
+        ha="right",
+        fontsize=8,
+    )
+    axes.set_title(f"{_short(printable(run.name))}: gradient flow, input -> output")
+    axes.set_ylabel("mean |gradient|")
+    axes.grid(True, which="both", alpha=0.3)
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else f"...{text[-(limit - 3) :]}"
+
+
+class _Reader:
+    """Reads each run directory once, cleans its values, keeps its notes."""
+
+    def __init__(self, root: str) -> None:
+        self._root = root
+        self._cache: dict[str, Values] = {}
+        self.notes: list[str] = []
+
+    def name(self, directory: str) -> str:
+        return os.path.relpath(directory, self._root).replace(os.sep, "/")
+
+    def read(self, directory: str, files: list[str]) -> Values:
+        key = os.path.abspath(directory)
+        if key not in self._cache:
+            run = _events.read_run(self.name(directory), files, _wanted)
+            self.notes.extend(run.notes)
+            self._cache[key] = self._clean(directory, run.values)
+        return self._cache[key]
+
+    def _clean(self, directory: str, values: Values) -> Values:
+        """Drops values outside their domain, with one note per tag prefix."""
+        invalid: dict[str, int] = {}
+        for tag, steps in values.items():
+            prefix = tag.split("/", 1)[0]
+            if tag == tags.GLOBAL_NORM_TAG or prefix not in _DOMAINS:
+                continue
+            bad = [step for step, v in steps.items() if not _in_domain(prefix, v)]
+            for step in bad:
+                del steps[step]
+            if bad:
+                invalid[prefix] = invalid.get(prefix, 0) + len(bad)
+        for prefix, count in invalid.items():
+            self.notes.append(
+                f"{self.name(directory)}: {count} {prefix} value(s) left out as "
+                f"invalid data (each must be {_DOMAINS[prefix]})"
+            )
+        return values
+
+
+def _wanted(tag: str) -> bool:
+    return tag == _LOSS_TAG or tag.split("/", 1)[0] in (*_STATS, _WEIGHT_CHANGE)
+
+
+def _in_domain(prefix: str, value: float) -> bool:
+    if prefix == "grad_dead_units":
+        return 0.0 <= value <= 1.0
+    if prefix == "grad_nonfinite":
+        return math.isfinite(value) and value >= 0 and value == int(value)
+    return math.isnan(value) or value >= 0
 
 
 def _series(
-    directory: str, values: Values, paths: list[str], cache: dict[str, Values]
+    directory: str,
+    values: Values,
+    paths: list[str],
+    epochs: list[int],
+    reader: _Reader,
 ) -> Series:
-    epochs = sorted({e for p in paths for e in values[f"grad_norm/{p}"]})
     loss = change = None
-    for run in (directory, *_siblings(directory)):
-        found = _read(run, cache)
+    for run, files in ((directory, None), *_siblings(directory, reader.notes)):
+        found = values if files is None else reader.read(run, files)
         if os.path.basename(run) == _LOSS_RUN and _LOSS_TAG in found:
             loss = np.array([found[_LOSS_TAG].get(e, np.nan) for e in epochs])
         if change is None and any(f"{_WEIGHT_CHANGE}/{p}" in found for p in paths):
@@ -216,28 +343,32 @@ def _series(
 def _grid(
     values: Values, prefix: str, paths: list[str], epochs: list[int]
 ) -> np.ndarray:
-    return np.array(
-        [
-            [values.get(f"{prefix}/{p}", {}).get(e, np.nan) for p in paths]
-            for e in epochs
-        ],
-        dtype=np.float64,
-    ).reshape(len(epochs), len(paths))
+    """``[epochs, paths]``, NaN where nothing was logged; built per logged
+    value, not per cell."""
+    grid = np.full((len(epochs), len(paths)), np.nan)
+    row = {e: i for i, e in enumerate(epochs)}
+    for j, path in enumerate(paths):
+        for epoch, value in values.get(f"{prefix}/{path}", {}).items():
+            if epoch in row:
+                grid[row[epoch], j] = value
+    return grid
 
 
-def _siblings(directory: str) -> list[str]:
-    """Other run directories next to `directory`; WeightNorms' default first."""
+def _siblings(directory: str, notes: list[str]) -> list[tuple[str, list[str]]]:
+    """Other run directories next to `directory`, with their event files;
+    WeightNorms' default first."""
     parent = os.path.dirname(os.path.abspath(directory))
     me = os.path.basename(os.path.abspath(directory))
-    names = sorted(
-        n
-        for n in os.listdir(parent)
-        if n != me
-        and os.path.isdir(os.path.join(parent, n))
-        and any("tfevents" in f for f in os.listdir(os.path.join(parent, n)))
-    )
-    names.sort(key=lambda n: n != tags.WEIGHTS_RUN)
-    return [os.path.join(parent, n) for n in names]
+    _, subdirs = _events.event_files(parent, notes)
+    found = []
+    for sub in subdirs:
+        if os.path.basename(sub) == me:
+            continue
+        files, _ = _events.event_files(sub, notes)
+        if files:
+            found.append((sub, files))
+    found.sort(key=lambda item: os.path.basename(item[0]) != tags.WEIGHTS_RUN)
+    return found
 
 
 def _rows(s: Series) -> list[dict[str, Any]]:
@@ -265,7 +396,7 @@ def _epoch_summary(s: Series) -> str:
     text = f"{s.epochs.size} logged epochs ({_ranges(tuple(s.epochs))})"
     if s.loss is not None and np.isfinite(s.loss).any():
         finite = s.loss[np.isfinite(s.loss)]
-        text += f", loss {finite[0]:.4g} -> {finite[-1]:.4g}"
+        text += f", train loss {finite[0]:.4g} -> {finite[-1]:.4g}"
     return text
 
 

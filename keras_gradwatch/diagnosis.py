@@ -78,8 +78,9 @@ References:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -124,6 +125,10 @@ class Finding:
         epochs: The logged epochs where the condition holds.
         evidence: The numbers behind the verdict, keyed like the tags they
             come from (``relative_grad_to_weight/<path>``, ``threshold``...).
+            Per weight, the most extreme value over the epochs where the
+            condition holds (the smallest ratio of a vanishing kernel, the
+            largest of an exploding one), so the number the message cites
+            is one of them.
         message: One line: what is wrong.
         remedy: One line: what to try.
     """
@@ -366,11 +371,11 @@ def _vanishing(s: Series, th: Thresholds) -> list[Finding]:
     if not flagged.any():
         return []
     evidence = _evidence(
-        s, "relative_grad_to_weight", relative, holds, columns, flagged
+        s, "relative_grad_to_weight", relative, holds, columns, flagged, np.min
     )
+    worst = min(evidence.values())
     _add_weight_change(s, evidence, holds, columns, flagged)
     output = s.paths[s.kernel_columns()[-1]]
-    worst = np.nanmin(np.where(holds, relative, np.nan)[:, flagged])
     moved = [v for k, v in evidence.items() if k.startswith("weight_change/")]
     still = f"; their weights change {min(moved):.1e} per logged epoch" if moved else ""
     return [
@@ -398,10 +403,10 @@ def _exploding_toward_input(s: Series, th: Thresholds) -> list[Finding]:
     if not flagged.any():
         return []
     evidence = _evidence(
-        s, "relative_grad_to_weight", relative, holds, columns, flagged
+        s, "relative_grad_to_weight", relative, holds, columns, flagged, np.max
     )
     output = s.paths[s.kernel_columns()[-1]]
-    worst = np.nanmax(np.where(holds, relative, np.nan)[:, flagged])
+    worst = max(evidence.values())
     return [
         Finding(
             "exploding",
@@ -430,8 +435,8 @@ def _exploding_over_time(s: Series, th: Thresholds) -> list[Finding]:
     flagged, epochs = _persistent(s, holds, th)
     if not flagged.any():
         return []
-    evidence = _evidence(s, "grad_norm_growth", growth, holds, columns, flagged)
-    worst = np.nanmax(np.where(holds, growth, np.nan)[:, flagged])
+    evidence = _evidence(s, "grad_norm_growth", growth, holds, columns, flagged, np.max)
+    worst = max(evidence.values())
     loss = "" if s.loss is None else " while the loss stopped improving"
     return [
         Finding(
@@ -494,8 +499,8 @@ def _dead_units(s: Series, th: Thresholds) -> list[Finding]:
     flagged, epochs = _persistent(s, holds, th)
     if not flagged.any():
         return []
-    evidence = _evidence(s, "grad_dead_units", dead, holds, columns, flagged)
-    worst = np.nanmax(np.where(holds, dead, np.nan)[:, flagged])
+    evidence = _evidence(s, "grad_dead_units", dead, holds, columns, flagged, np.max)
+    worst = max(evidence.values())
     return [
         Finding(
             "dead_units",
@@ -602,12 +607,16 @@ def _evidence(
     holds: np.ndarray,
     columns: np.ndarray,
     flagged: np.ndarray,
+    extreme: Callable[[np.ndarray], Any],
 ) -> dict[str, float]:
-    """``<name>/<path>``: the value at the last epoch where the rule held."""
+    """``<name>/<path>``: per flagged weight, the `extreme` (``np.min`` or
+    ``np.max``) of its values over the epochs where the rule held, so the
+    message, which cites the extreme over all of them, cites one of these."""
     evidence = {}
     for j in np.flatnonzero(flagged):
-        last = np.flatnonzero(holds[:, j])[-1]
-        evidence[f"{name}/{s.paths[columns[j]]}"] = float(values[last, j])
+        evidence[f"{name}/{s.paths[columns[j]]}"] = float(
+            extreme(values[holds[:, j], j])
+        )
     return evidence
 
 

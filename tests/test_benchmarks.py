@@ -40,3 +40,20 @@ def test_autoclip_benchmark_runs(capsys):
         "autoclip_percentile",
     }
     assert "AutoClip (zscore) per-step ratio" in capsys.readouterr().out
+
+
+def test_report_benchmark_runs(tmp_path, capsys):
+    from eventfiles import gradwatch_events, name, write
+
+    write(tmp_path / "run" / "heldout" / name(), gradwatch_events(range(3)))
+    result = load("report").main(["--logdir", str(tmp_path), "--repeats", "1"])
+    assert set(result) == {
+        "wall_median_s",
+        "wall_max_s",
+        "cpu_median_s",
+        "cpu_max_s",
+        "peak_rss_median_mb",
+        "peak_rss_max_mb",
+    }
+    assert 0 < result["peak_rss_max_mb"] < 250
+    assert "| wall time |" in capsys.readouterr().out

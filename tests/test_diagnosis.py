@@ -1,6 +1,7 @@
 """The diagnosis rules on hand-made series: each threshold from both sides."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -535,3 +536,38 @@ print(module.KINDS)
     )
     assert result.returncode == 0, result.stderr
     assert "vanishing" in result.stdout
+
+
+# --- evidence cites what the message cites ---------------------------------
+
+
+def _cited(message):
+    """The numbers a message prints in scientific or percent notation."""
+    return re.findall(r"\d\.\de[+-]\d\d|\d+%", message)
+
+
+def test_evidence_holds_the_number_the_message_cites():
+    """The worst value sits at an early epoch, not the last one where the
+    rule held: evidence per weight is its extreme over those epochs."""
+    ratio = np.full((EPOCHS, 4), HEALTHY)
+    ratio[:, 0] = HEALTHY * np.linspace(1e-4, 5e-3, EPOCHS)  # vanishing, easing
+    ratio[:, 1] = HEALTHY * np.linspace(2e-4, 6e-3, EPOCHS)
+    ratio[:, 2] = HEALTHY * np.linspace(900.0, 200.0, EPOCHS)  # exploding, easing
+    dead = np.zeros_like(ratio)
+    dead[:, 2] = np.linspace(1.0, 0.75, EPOCHS)
+    findings = diagnose(make(ratio, dead=dead, loss=falling_loss()))
+    assert kinds(findings) == ["vanishing", "exploding", "dead_units"]
+    vanishing, exploding, dead_units = findings
+    assert vanishing.evidence["relative_grad_to_weight/net/dense_0/kernel"] == (
+        pytest.approx(1e-4)
+    )
+    assert vanishing.evidence["relative_grad_to_weight/net/dense_1/kernel"] == (
+        pytest.approx(2e-4)
+    )
+    assert _cited(vanishing.message) == ["1.0e-04"]
+    assert exploding.evidence["relative_grad_to_weight/net/dense_2/kernel"] == (
+        pytest.approx(900.0)
+    )
+    assert _cited(exploding.message) == ["9.0e+02"]
+    assert dead_units.evidence["grad_dead_units/net/dense_2/kernel"] == 1.0
+    assert _cited(dead_units.message) == ["100%"]

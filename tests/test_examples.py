@@ -67,3 +67,17 @@ def test_example_logs_gradients(name, tmp_path, capsys):
             change = moved[tag.replace("grad/", "weight_change/", 1)]
             assert sorted(change) == list(range(epochs))
             assert change[epochs - 1] > 0
+
+
+def test_progress_lines_are_throttled(capsys, monkeypatch):
+    example = load_script(EXAMPLES / "two_circles.py")
+    clock = iter([0.0, 0.5, 1.0, 2.5, 3.0, 3.2])  # begin, then epochs 1-5
+    monkeypatch.setattr(example.time, "monotonic", lambda: next(clock))
+    progress = example.Progress("run", epochs=5)
+    progress.on_train_begin()
+    for epoch in range(5):
+        progress.on_epoch_end(epoch, {"loss": 0.5 - 0.1 * epoch})
+    assert capsys.readouterr().out.splitlines() == [
+        "run: epoch 3/5, train loss 0.3000",  # 2.5 s after the start
+        "run: epoch 5/5, train loss 0.1000",  # the last epoch, always
+    ]

@@ -5,6 +5,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import time
 
 import keras
 import numpy as np
@@ -88,12 +89,15 @@ def run_named(runs, name):
 
 def test_runs_are_named_by_their_path(logdir):
     root, *_ = logdir
-    assert [r.name for r in _report.load(root)] == ["relu/heldout", "synthetic/heldout"]
+    assert [r.name for r in _report.load(root).runs] == [
+        "relu/heldout",
+        "synthetic/heldout",
+    ]
 
 
 def test_series_is_what_was_logged(logdir):
     root, paths, losses = logdir
-    series = run_named(_report.load(root), "relu/heldout").series
+    series = run_named(_report.load(root).runs, "relu/heldout").series
     # Tags come back in the order GradWatch wrote them: trainable_weights'.
     assert series.paths == paths
     assert series.epochs.tolist() == list(range(EPOCHS))
@@ -114,7 +118,7 @@ def test_table_rows_go_input_to_output(logdir, capsys):
     out = capsys.readouterr().out
     lines = out.splitlines()
     start = lines.index(next(line for line in lines if line.startswith("run relu/")))
-    assert f"{EPOCHS} logged epochs (0-{EPOCHS - 1}), loss" in lines[start]
+    assert f"{EPOCHS} logged epochs (0-{EPOCHS - 1}), train loss" in lines[start]
     assert lines[start + 1].split()[0] == "weight"
     rows = [line.split() for line in lines[start + 2 : start + 2 + len(paths)]]
     assert [row[0] for row in rows] == paths
@@ -134,8 +138,11 @@ def test_table_shows_findings_with_remedies(logdir, capsys):
 def test_json_schema(logdir, capsys):
     root, paths, _ = logdir
     assert main(["report", str(root), "--json"]) == 0
-    data = json.loads(capsys.readouterr().out)
-    assert set(data) == {"runs"}
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1  # compact: one line
+    data = json.loads(out)
+    assert set(data) == {"runs", "notes"}
+    assert data["notes"] == []
     relu, synthetic = data["runs"]
     assert set(relu) == {"run", "epochs", "weights", "findings"}
     assert relu["run"] == "relu/heldout"
@@ -222,11 +229,14 @@ def test_truncated_last_record_still_reads(logdir, tmp_path):
         starts.append(position)
         position += 16 + struct.unpack("<Q", data[position : position + 8])[0]
     events.write_bytes(data[: starts[-2] + 20])  # cut inside grad_nonfinite
-    original = run_named(_report.load(root), "relu/heldout").series
-    (cut,) = _report.load(tmp_path)
+    original = run_named(_report.load(root).runs, "relu/heldout").series
+    loaded = _report.load(tmp_path)
+    (cut,) = loaded.runs
     assert cut.series.paths == paths
     # Everything before the cut is intact; the cut record's value is missing.
     np.testing.assert_array_equal(cut.series.grad_norm, original.grad_norm)
+    (note,) = loaded.notes
+    assert note.startswith(f"cut/heldout: {events.name}: its last record is cut short")
     missing = np.isnan(cut.series.grad_nonfinite)
     assert missing.tolist() == [[False] * len(paths)] * (EPOCHS - 1) + [
         [False] * (len(paths) - 1) + [True]
@@ -239,7 +249,7 @@ def test_run_still_being_written(tmp_path):
         for path in SYNTHETIC:
             tf.summary.scalar(f"grad_norm/{path}", 0.1, step=0)
     writer.flush()  # not closed: the callback is still running
-    (run,) = _report.load(tmp_path)
+    (run,) = _report.load(tmp_path).runs
     assert run.series.paths == SYNTHETIC
     assert run.series.epochs.tolist() == [0]
     writer.close()
@@ -256,3 +266,79 @@ def test_python_m_keras_gradwatch(logdir):
     assert result.returncode == 0, result.stderr
     assert "run relu/heldout" in result.stdout
     assert "run synthetic/heldout" in result.stdout
+
+
+def test_report_loads_neither_tensorflow_nor_keras(logdir):
+    root, *_ = logdir
+    code = (
+        "import sys\n"
+        "from keras_gradwatch._cli import main\n"
+        "status = main(['report', sys.argv[1], '--json'])\n"
+        "heavy = sorted({'tensorflow', 'keras', 'tf_keras'} & set(sys.modules))\n"
+        "print('status', status, 'heavy', heavy)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(root)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.stdout.splitlines()[-1] == "status 0 heavy []", result.stderr
+    assert result.stderr == ""  # no TensorFlow start-up lines either
+
+
+def test_values_match_tensorboards_reader_for_every_run(logdir):
+    """Every value the report reads, in every run next to it, is the one
+    TensorBoard's own reader gives."""
+    root, paths, _ = logdir
+    series = run_named(_report.load(root).runs, "relu/heldout").series
+    heldout = read_run(root / "relu" / "heldout")
+    train = read_run(root / "relu" / "train")
+    np.testing.assert_array_equal(
+        series.loss, [float(train["epoch_loss"][e]) for e in range(EPOCHS)]
+    )
+    for j, path in enumerate(paths):
+        for prefix in ("grad_mean_abs", "grad_nonfinite"):
+            expected = [float(heldout[f"{prefix}/{path}"][e]) for e in range(EPOCHS)]
+            np.testing.assert_array_equal(getattr(series, prefix)[:, j], expected)
+
+
+def test_a_run_written_again_is_not_spliced(tmp_path, capsys):
+    """The example's situation: 10 epochs, then a re-run of 4 epochs into the
+    same directory. The newest session wins, and stderr says so."""
+    run = tmp_path / "again" / "heldout"
+    first = [{f"grad_norm/{p}": 1.0 for p in SYNTHETIC}] * 10
+    write_scalars(run, first)
+    time.sleep(0.01)  # a later first event, as a later process would have
+    write_scalars(run, [{f"grad_norm/{p}": 2.0 for p in SYNTHETIC}] * 4)
+    old, new = sorted(run.glob("*tfevents*"), key=lambda f: f.stat().st_mtime)
+    assert main(["report", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    assert "run again/heldout: 4 logged epochs (0-3)" in captured.out
+    (note,) = captured.err.splitlines()
+    assert note.startswith("gradwatch: note: again/heldout: 2 sessions wrote")
+    assert f"using {new.name} (steps 0-3), leaving out {old.name} (steps 0-9)" in note
+    (loaded,) = _report.load(tmp_path).runs
+    np.testing.assert_array_equal(loaded.series.grad_norm, np.full((4, 3), 2.0))
+
+
+def test_two_callbacks_on_one_run_are_said(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    x, y = np.ones((8, 4), "float32"), np.zeros((8, 1), "float32")
+    model.fit(
+        x,
+        y,
+        epochs=2,
+        verbose=0,
+        callbacks=[
+            GradWatch(tmp_path, held_out=(x, y)),
+            GradWatch(tmp_path, held_out=(2 * x, y)),
+        ],
+    )
+    loaded = _report.load(tmp_path)
+    (run,) = loaded.runs
+    assert run.series.epochs.tolist() == [0, 1]
+    (note,) = loaded.notes
+    assert note.startswith("heldout: 2 sessions wrote the same steps")

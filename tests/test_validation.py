@@ -1,5 +1,7 @@
 """Must show 3: bad input fails early, naming the argument and the value."""
 
+import shutil
+
 import keras
 import numpy as np
 import pytest
@@ -103,7 +105,11 @@ def test_model_without_loss(tmp_path):
     m.compile("sgd")  # an optimizer, no loss
     watch = GradWatch(tmp_path, held_out=(X, Y))
     watch.set_model(m)
-    with pytest.raises(ValueError, match=r"(?s)loss on `held_out`.*No loss to compute"):
+    with pytest.raises(
+        ValueError,
+        match=r"(?s)needs the model's loss, and the model was compiled without "
+        r"one: call `model.compile\(optimizer, loss=...\)`.*No loss to compute",
+    ):
         watch.on_train_begin()
 
 
@@ -119,3 +125,79 @@ def test_dataset_of_inputs_only(tmp_path):
         GradWatch(tmp_path, held_out=inputs_only),
         r"must yield `\(x, y\)`.*EagerTensor",
     )
+
+
+def test_held_out_strings_fail_before_the_first_epoch(tmp_path):
+    strings = np.full((8, 4), "a")
+    watch = GradWatch(tmp_path, held_out=(strings, Y))
+    fit_fails(
+        model(),
+        watch,
+        r"could not compute the model.s loss on `held_out`: \w+Error: Cast string",
+    )
+
+
+def test_held_out_embedding_ids_out_of_range_fail_before_the_first_epoch(tmp_path):
+    m = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Embedding(10, 2),
+            keras.layers.Flatten(),
+            keras.layers.Dense(1),
+        ]
+    )
+    m.compile("sgd", "mse")
+    ids = np.full((8, 4), 50)
+    watch = GradWatch(tmp_path, held_out=(ids, Y))
+    fit_fails(
+        m,
+        watch,
+        r"`held_out`: InvalidArgumentError: indices\[0,0\] = 50 is not in "
+        r"\[0, 10\)\. .*ids below the embedding's input_dim",
+    )
+
+
+def test_unbatched_dataset_gets_the_batch_hint(tmp_path):
+    unbatched = tf.data.Dataset.from_tensor_slices((X, Y))
+    fit_fails(
+        model(),
+        GradWatch(tmp_path, held_out=unbatched),
+        r"must be a batch: pass `held_out=dataset.batch\(n\)`",
+    )
+
+
+@pytest.mark.filterwarnings("ignore:The model does not have any trainable weights")
+def test_model_without_trainable_weights_is_said_once(tmp_path, caplog):
+    m = model()
+    m.trainable = False
+    m.compile("sgd", "mse")
+    m.fit(X, Y, epochs=2, verbose=0, callbacks=[GradWatch(tmp_path, held_out=(X, Y))])
+    said = [r for r in caplog.records if "no trainable weights" in r.getMessage()]
+    assert len(said) == 1
+
+
+def test_log_dir_deleted_during_fit_is_said_once(tmp_path, caplog):
+    logs = tmp_path / "logs"
+
+    def delete(epoch, logs_=None):
+        if epoch == 1:
+            shutil.rmtree(logs)
+
+    counter = EpochCounter()
+    model().fit(
+        X,
+        Y,
+        epochs=4,
+        verbose=0,
+        callbacks=[
+            keras.callbacks.LambdaCallback(on_epoch_begin=delete),
+            GradWatch(logs, held_out=(X, Y)),
+            counter,
+        ],
+    )
+    assert counter.epochs == 4  # training went on
+    said = [r.getMessage() for r in caplog.records if "disappeared" in r.getMessage()]
+    assert said == [
+        f"GradWatch: the log directory {logs / 'heldout'} disappeared during fit; "
+        "the events of epoch 1 and later are lost."
+    ]
