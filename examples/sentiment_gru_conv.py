@@ -26,41 +26,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from progress import Progress  # noqa: E402
 from tensorboard.backend.event_processing import event_accumulator  # noqa: E402
 from tensorboard.util import tensor_util  # noqa: E402
 
 from keras_gradwatch import GradWatch, WeightNorms  # noqa: E402
-
-
-class Progress(keras.callbacks.Callback):
-    """Prints the epoch and training loss at most every `every` seconds (and
-    at the last epoch), so a long run shows it is alive without one line per
-    epoch."""
-
-    def __init__(self, name: str, epochs: int, every: float = 2.0) -> None:
-        super().__init__()
-        self.name, self.epochs, self.every = name, epochs, every
-        self._last = 0.0
-
-    def on_train_begin(self, logs: dict | None = None) -> None:
-        self._last = time.monotonic()
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        now = time.monotonic()
-        if now - self._last >= self.every or epoch + 1 == self.epochs:
-            self._last = now
-            loss = (logs or {}).get("loss", float("nan"))
-            print(
-                f"{self.name}: epoch {epoch + 1}/{self.epochs}, train loss {loss:.4f}",
-                flush=True,
-            )
-
 
 SENTIMENT_TOKENS = 20
 """Token ids 1..20 are positive, 21..40 negative, the rest neutral (0 unused)."""

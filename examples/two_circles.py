@@ -27,42 +27,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 from collections.abc import Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from progress import Progress  # noqa: E402
 from sklearn.datasets import make_circles  # noqa: E402
 from sklearn.preprocessing import MinMaxScaler  # noqa: E402
 
 from keras_gradwatch import GradWatch, WeightNorms  # noqa: E402
-
-
-class Progress(keras.callbacks.Callback):
-    """Prints the epoch and training loss at most every `every` seconds (and
-    at the last epoch), so a long run shows it is alive without one line per
-    epoch."""
-
-    def __init__(self, name: str, epochs: int, every: float = 2.0) -> None:
-        super().__init__()
-        self.name, self.epochs, self.every = name, epochs, every
-        self._last = 0.0
-
-    def on_train_begin(self, logs: dict | None = None) -> None:
-        self._last = time.monotonic()
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        now = time.monotonic()
-        if now - self._last >= self.every or epoch + 1 == self.epochs:
-            self._last = now
-            loss = (logs or {}).get("loss", float("nan"))
-            print(
-                f"{self.name}: epoch {epoch + 1}/{self.epochs}, train loss {loss:.4f}",
-                flush=True,
-            )
-
 
 # name: (activation, initializer factory). Every layer gets its own initializer:
 # one unseeded instance shared by several layers draws the same weights for all.

@@ -147,7 +147,14 @@ def np_step_norm(before, after) -> float:
 
 
 def load_script(path: Path) -> ModuleType:
-    """Imports a script that is not in a package (examples/, benchmarks/)."""
+    """Imports a script that is not in a package (examples/, benchmarks/).
+
+    As when Python runs it, the script's folder comes first on `sys.path`, so
+    it can import the modules beside it (examples/progress.py).
+    """
+    folder = str(Path(path).resolve().parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
     spec = importlib.util.spec_from_file_location(f"script_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module

@@ -70,10 +70,10 @@ def test_example_logs_gradients(name, tmp_path, capsys):
 
 
 def test_progress_lines_are_throttled(capsys, monkeypatch):
-    example = load_script(EXAMPLES / "two_circles.py")
+    progress_module = load_script(EXAMPLES / "progress.py")
     clock = iter([0.0, 0.5, 1.0, 2.5, 3.0, 3.2])  # begin, then epochs 1-5
-    monkeypatch.setattr(example.time, "monotonic", lambda: next(clock))
-    progress = example.Progress("run", epochs=5)
+    monkeypatch.setattr(progress_module.time, "monotonic", lambda: next(clock))
+    progress = progress_module.Progress("run", epochs=5)
     progress.on_train_begin()
     for epoch in range(5):
         progress.on_epoch_end(epoch, {"loss": 0.5 - 0.1 * epoch})
