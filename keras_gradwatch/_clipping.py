@@ -1,11 +1,13 @@
-"""Clip policies: where each AutoClip mode puts the bound, as pure TF ops.
+"""Clipping as pure TF ops: the global norm, the scaling, and the policies.
 
-A policy is called once per training step, inside the compiled train
-function, with what it remembers (`Memory`), the step's global gradient norm
-(float64; 0 when `finite` is False) and how many finite norms came before.
-It returns the bound for this step (a norm above it is scaled down to it),
-the threshold in force after the step, and its new memory, unchanged on a
-non-finite step. The callback keeps the memory in variables.
+`global_norm`, `scale` and `dense` act on a list of gradients (None for a
+weight without one). A policy is called once per training step, inside the
+compiled train function, with what it remembers (`Memory`), the step's
+global gradient norm (float64; 0 when `finite` is False) and how many finite
+norms came before. It returns the bound for this step (a norm above it is
+scaled down to it), the threshold in force after the step, and its new
+memory, unchanged on a non-finite step. The callback keeps the memory in
+variables.
 
 References:
     Kumar, Owen, Chowdhury and Güra, "ZClip: Adaptive Spike Mitigation for
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import tensorflow as tf
 
@@ -157,3 +159,44 @@ class Percentile:
         fraction = position - tf.cast(low, tf.float64)
         bound = tf.where(high > low, below + fraction * (above - below), below)
         return bound, bound, memory._replace(history=history)
+
+
+def dense(grads: Any) -> list[Any]:
+    """Sparse (embedding) gradients made dense: their norm needs duplicate
+    rows summed, and the optimizers that keep moments (momentum, Adam...)
+    densify them anyway."""
+    return [
+        tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads
+    ]
+
+
+def global_norm(grads: list[Any]) -> tf.Tensor:
+    """L2 norm of all (dense) gradients together, as float64."""
+    values = [tf.reshape(g, [-1]) for g in grads if g is not None]
+    if not values:
+        return tf.constant(0.0, tf.float64)
+    fast = tf.sqrt(
+        tf.add_n([2.0 * tf.nn.l2_loss(tf.cast(v, tf.float32)) for v in values])
+    )
+
+    def exact() -> tf.Tensor:
+        squares = [tf.reduce_sum(tf.square(tf.cast(v, tf.float64))) for v in values]
+        return tf.sqrt(tf.add_n(squares))
+
+    # A float32 sum of squares can overflow for finite gradients: redo it.
+    return tf.cond(tf.math.is_finite(fast), lambda: tf.cast(fast, tf.float64), exact)
+
+
+def scale(grads: list[Any], factor: tf.Tensor) -> list[Any]:
+    """Gradients times `factor`, without a pass over them when it is 1."""
+    present = [g for g in grads if g is not None]
+    if not present:
+        return grads
+    scaled = iter(
+        tf.cond(
+            factor < 1.0,
+            lambda: [g * tf.cast(factor, g.dtype) for g in present],
+            lambda: [tf.identity(g) for g in present],
+        )
+    )
+    return [None if g is None else next(scaled) for g in grads]
