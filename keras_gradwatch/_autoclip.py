@@ -31,6 +31,10 @@ logger = logging.getLogger("keras_gradwatch")
 MODES = ("zscore", "percentile", "fixed")
 SCALARS = ("threshold", "max_norm", "clipped_steps", "skipped_steps")
 """Reported per epoch as ``autoclip/<name>`` and ``logs["autoclip_<name>"]``."""
+STEP_SCALARS = ("step_grad_norm", "step_threshold")
+"""Written every `every_n_steps` optimizer steps as ``autoclip/<name>``."""
+LOST_RUN_STEPS = 100
+"""Consecutive non-finite steps after which a run counts as lost."""
 
 
 class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
@@ -138,6 +142,8 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
         threshold: float | None = None,
         log_dir: str | os.PathLike[str] | None = None,
         run: str = "autoclip",
+        every_n_steps: int | None = None,
+        stop_on_lost_run: bool = True,
     ) -> None:
         super().__init__()
         if mode not in MODES:
@@ -188,6 +194,17 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
             )
         self.log_dir = None if log_dir is None else _validation.log_dir(log_dir)
         self.run = _validation.run_name(run)
+        if every_n_steps is not None:
+            every_n_steps = _validation.positive_int("every_n_steps", every_n_steps)
+            if self.log_dir is None:
+                raise ValueError(
+                    "`every_n_steps` writes to TensorBoard and needs `log_dir`. "
+                    f"Received: every_n_steps={every_n_steps} with log_dir=None"
+                )
+        self.every_n_steps = every_n_steps
+        self.stop_on_lost_run = _validation.boolean(
+            "stop_on_lost_run", stop_on_lost_run
+        )
         self._state: ClipState | None = None
         self._optimizer: Any = None
         self._writer: tf.summary.SummaryWriter | None = None
@@ -214,6 +231,15 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
             )
         optimizer = _target(model.optimizer)
         _check_optimizer(optimizer, legacy)
+        if self.every_n_steps is not None and getattr(model, "jit_compile", False):
+            # A summary op has no XLA kernel: the train step would not compile.
+            raise ValueError(
+                "AutoClip writes every_n_steps' step scalars from inside the "
+                "train step, which XLA cannot compile: compile the model with "
+                "`jit_compile=False`, or leave `every_n_steps=None` for the "
+                f"per-epoch scalars. Received: every_n_steps={self.every_n_steps}"
+                " with jit_compile=True"
+            )
         if self.log_dir is not None:
             self._writer = _summary.open_writer(self.log_dir, self.run, model)
         try:
@@ -242,6 +268,7 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
         state.epoch_max_norm.assign(0.0)
         state.epoch_clipped.assign(0)
         state.epoch_skipped.assign(0)
+        state.epoch_steps.assign(0)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         state = self._state
@@ -256,6 +283,7 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
         if logs is not None:
             logs.update({f"autoclip_{k}": v for k, v in values.items()})
         self._announce(epoch, values)
+        self._check_lost(state, epoch)
         if self._writer is not None:
             try:
                 with self._writer.as_default(step=epoch):
@@ -294,7 +322,15 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
     def _attach(self, optimizer: Any) -> None:
         size = self._policy.history_size
         state = getattr(optimizer, STATE_ATTRIBUTE, None)
-        if not isinstance(state, ClipState) or state.history_size != size:
+        if isinstance(state, ClipState) and state.history_size != size:
+            if int(state.steps.numpy()):
+                logger.info(
+                    "AutoClip: the optimizer's AutoClip state was written with "
+                    "other settings; %s starts fresh.",
+                    self.mode,
+                )
+            state = None
+        if not isinstance(state, ClipState):
             strategy = getattr(self.model, "distribute_strategy", None)
             with (strategy or tf.distribute.get_strategy()).scope():
                 state = ClipState(size)
@@ -325,7 +361,31 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
     def _decide(self, norm: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Called by the optimizer hook inside the train step."""
         assert self._state is not None
-        return decide(self._state, self._policy, norm)
+        factor, finite, bound = decide(self._state, self._policy, norm)
+        if self.every_n_steps is not None and self._writer is not None:
+            self._write_step(norm, bound, finite)
+        return factor, finite
+
+    def _write_step(self, norm: tf.Tensor, bound: tf.Tensor, finite: tf.Tensor) -> None:
+        """The step's norm and bound, by the optimizer's iteration, in-graph.
+
+        A skipped step is not written: it does not advance the iteration, so
+        the next finite step would write the same TensorBoard step. Under a
+        strategy that runs this once per replica only the first writes; the
+        norm is the cross-replica one everywhere.
+        """
+        assert self._writer is not None
+        assert self.every_n_steps is not None
+        step = tf.cast(self._optimizer.iterations, tf.int64)
+        due = tf.logical_and(finite, tf.equal(step % self.every_n_steps, 0))
+        context = tf.distribute.get_replica_context()
+        if context is not None and context.num_replicas_in_sync > 1:
+            first = tf.equal(context.replica_id_in_sync_group, 0)
+            due = tf.logical_and(due, first)
+        description = f"AutoClip ({self.mode}), every {self.every_n_steps} step(s)."
+        with self._writer.as_default(step=step), tf.summary.record_if(due):
+            _summary.scalar("autoclip/step_grad_norm", norm, description)
+            _summary.scalar("autoclip/step_threshold", bound, description)
 
     # -- reporting ---------------------------------------------------------
 
@@ -351,6 +411,29 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
                 epoch,
                 values["threshold"],
             )
+
+    def _check_lost(self, state: ClipState, epoch: int) -> None:
+        """Says so, and stops training, when a run has only NaN/Inf steps."""
+        consecutive = int(state.consecutive_skipped.numpy())
+        steps = int(state.epoch_steps.numpy())
+        # Every step of the epoch (two at least), or the last LOST_RUN_STEPS.
+        if consecutive < min(LOST_RUN_STEPS, max(2, steps)):
+            return
+        stop = self.stop_on_lost_run
+        logger.error(
+            "AutoClip: the last %d training step(s), up to the end of epoch %d, "
+            "all had NaN or Inf gradients and were skipped: this run is lost. "
+            "%s Check the data (NaN or Inf in inputs or labels), the learning "
+            "rate (too high, the weights or activations blew up) and the loss "
+            "(a log or a division of 0).",
+            consecutive,
+            epoch,
+            "Training stops (stop_on_lost_run=True)."
+            if stop
+            else "Training goes on (stop_on_lost_run=False).",
+        )
+        if stop:
+            self.model.stop_training = True
 
     def _close_writer(self) -> None:
         writer, self._writer = self._writer, None

@@ -57,6 +57,7 @@ class ClipState(keras.layers.Layer):
         self.seen = add("seen", "int64")  # steps with a finite norm
         self.mean = add("mean", "float64")
         self.var = add("var", "float64")
+        self.rate = add("rate", "float64")
         self.history = add("history", "float64", math.inf, (history_size,))
         self.threshold = add("threshold", "float64", math.nan)
         self.clipped = add("clipped", "int64")
@@ -66,6 +67,9 @@ class ClipState(keras.layers.Layer):
         self.epoch_skipped = add("epoch_skipped", "int64")
         self.first_trip_step = add("first_trip_step", "int64", -1.0)
         self.first_trip_norm = add("first_trip_norm", "float64")
+        # Non-finite steps in a row, for telling a lost run from a glitch.
+        self.consecutive_skipped = add("consecutive_skipped", "int64")
+        self.epoch_steps = add("epoch_steps", "int64")
         self.built = True
 
     def reset(self, config: tuple[float, ...]) -> None:
@@ -84,19 +88,28 @@ class ClipState(keras.layers.Layer):
 
 def decide(
     s: ClipState, policy: _clipping.Policy, norm: tf.Tensor
-) -> tuple[tf.Tensor, tf.Tensor]:
-    """Updates the state for one step; returns (scale factor, finite)."""
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Updates the state for one step; returns (scale factor, finite, bound).
+
+    `bound` is the bound this step's norm was held to (+inf where there was
+    none yet).
+    """
     finite = tf.math.is_finite(norm)
     safe = tf.where(finite, norm, tf.constant(0.0, tf.float64))
     seen = s.seen.value
-    memory = _clipping.Memory(s.mean.value, s.var.value, s.history.value)
-    bound, after, memory = policy(memory, safe, finite, seen)
+    memory = _clipping.Memory(s.mean.value, s.var.value, s.history.value, s.rate.value)
+    bound, to, after, memory = policy(memory, safe, finite, seen)
     trip = tf.logical_and(finite, norm > bound)
-    factor = tf.where(trip, bound / tf.where(trip, norm, 1.0), 1.0)
+    factor = tf.where(trip, to / tf.where(trip, norm, 1.0), 1.0)
+    if policy.holds_first:
+        # Nothing to compare the first norm with: it is only measured.
+        held = tf.logical_and(finite, tf.equal(seen, 0))
+        factor = tf.where(held, tf.constant(0.0, tf.float64), factor)
 
     s.mean.assign(memory.mean)
     s.var.assign(memory.var)
     s.history.assign(memory.history)
+    s.rate.assign(memory.rate)
     steps = s.steps.value + 1
     s.steps.assign(steps)
     s.seen.assign(seen + tf.cast(finite, tf.int64))
@@ -106,7 +119,11 @@ def decide(
     s.epoch_clipped.assign_add(tf.cast(trip, tf.int64))
     s.epoch_skipped.assign_add(tf.cast(tf.logical_not(finite), tf.int64))
     s.epoch_max_norm.assign(tf.maximum(s.epoch_max_norm.value, safe))
+    s.epoch_steps.assign_add(1)
+    s.consecutive_skipped.assign(
+        tf.where(finite, tf.constant(0, tf.int64), s.consecutive_skipped.value + 1)
+    )
     first = tf.logical_and(trip, s.first_trip_step.value < 0)
     s.first_trip_step.assign(tf.where(first, steps, s.first_trip_step.value))
     s.first_trip_norm.assign(tf.where(first, norm, s.first_trip_norm.value))
-    return factor, finite
+    return factor, finite, bound

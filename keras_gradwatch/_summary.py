@@ -66,7 +66,8 @@ def histogram(tag: str, buckets: tf.Tensor, description: str) -> tf.Operation:
 
 
 def scalar(tag: str, value: tf.Tensor, description: str) -> tf.Operation:
-    """Writes a scalar the way TensorBoard's scalar plugin stores it."""
+    """Writes a scalar the way TensorBoard's scalar plugin stores it, at the
+    default writer's step."""
     return tf.summary.write(
         tag,
         tf.cast(value, tf.float32),
