@@ -23,6 +23,7 @@ from keras_gradwatch import (
     _compat,
     _summary,
     _validation,
+    tags,
 )
 from keras_gradwatch._autoclip_state import STATE_ATTRIBUTE, ClipState, decide
 
@@ -31,8 +32,10 @@ logger = logging.getLogger("keras_gradwatch")
 MODES = ("zscore", "percentile", "fixed")
 SCALARS = ("threshold", "max_norm", "clipped_steps", "skipped_steps")
 """Reported per epoch as ``autoclip/<name>`` and ``logs["autoclip_<name>"]``."""
-STEP_SCALARS = ("step_grad_norm", "step_threshold")
-"""Written every `every_n_steps` optimizer steps as ``autoclip/<name>``."""
+STEP_TAGS = (tags.AUTOCLIP_STEP_GRAD_NORM, tags.AUTOCLIP_STEP_THRESHOLD)
+"""Written every `every_n_steps` optimizer steps."""
+STEP_QUEUE = 1000
+"""Summaries the writer holds before a flush, with `every_n_steps`."""
 LOST_RUN_STEPS = 100
 """Consecutive non-finite steps after which a run counts as lost."""
 
@@ -48,28 +51,51 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
 
     - ``mode="zscore"`` (default, after ZClip, 2025): an exponential moving
       average of the norm and of its variance (factor `alpha`), started from
-      the mean and variance of the first `warmup` finite steps. A step whose
-      norm exceeds ``mean + z * std`` trips and is scaled down to that bound;
-      the statistics are updated with the clipped norm. No clipping during
-      warm-up.
+      the median and MAD of the first `warmup` finite steps. A step whose
+      norm exceeds ``mean + z * std`` trips and is scaled down to ZClip's
+      reciprocal value, ``mean + (z * std)**2 / (norm - mean)``: the bound
+      for a norm at the bound, near the mean for a large spike; the
+      statistics take the clipped norm. When most recent steps trip (a
+      moving average of trips above 1/2), the norms have moved rather than
+      spiked: a trip is then scaled to the bound and the statistics take it,
+      so they follow. During warm-up, from the second step, a norm above 3
+      times the (low) median of the earlier warm-up norms trips, and is
+      scaled by the same reciprocal rule around that median.
     - ``mode="percentile"`` (AutoClip, Seetharaman et al., 2020): every step
       is clipped to the `percentile`-th percentile (NumPy's linear rule) of
-      the finite norms of the last `window` steps, this one included. The
-      paper keeps the whole history; a window bounds the memory and follows
-      the norms as training changes them.
+      the finite norms of the last `window` steps, this one included, and
+      never above 3 times the (low) median of the earlier ones (with few
+      norms, the linear rule would put the bound near a spike). The paper
+      keeps the whole history; a window bounds the memory and follows the
+      norms as training changes them.
     - ``mode="fixed"``: a step whose norm exceeds `threshold` is scaled down
-      to it.
+      to it, from the first step.
+
+    In the adaptive modes the very first step (of a fresh state) is measured
+    but not applied, as there is nothing to compare its norm with: a spike
+    there would otherwise reach the weights unchecked.
 
     In every mode a step whose gradients hold NaN or Inf is skipped: the
     optimizer is not called, so no update reaches the weights or the
     optimizer's state, and the step is counted. (Under `LossScaleOptimizer`
     such steps are the loss scaler's to skip, and are not counted here.)
+    When every step of an epoch (two at least), or the last 100 steps, were
+    skipped, the run is lost: AutoClip logs an error that says what to check
+    and, with `stop_on_lost_run`, stops training (``model.stop_training``,
+    as `keras.callbacks.TerminateOnNaN` does), at the end of that epoch.
 
     Per epoch it reports ``threshold`` (the bound in force after the epoch's
-    last step; NaN during warm-up), ``max_norm``, ``clipped_steps`` and
-    ``skipped_steps`` as ``logs["autoclip_<name>"]`` and, with `log_dir`,
-    as scalars ``autoclip/<name>`` in ``<log_dir>/<run>``; the first trip is
-    logged on the ``keras_gradwatch`` logger.
+    last step; NaN before the first finite step), ``max_norm``,
+    ``clipped_steps`` and ``skipped_steps`` as ``logs["autoclip_<name>"]``
+    and, with `log_dir`, as scalars ``autoclip/<name>`` in
+    ``<log_dir>/<run>``; the first trip is logged on the ``keras_gradwatch``
+    logger. With `every_n_steps`, ``autoclip/step_grad_norm`` (the global
+    norm before clipping) and ``autoclip/step_threshold`` (the bound the
+    step was held to; +inf where there was none yet) are written every
+    `every_n_steps` optimizer iterations, by iteration, from inside the train
+    step (skipped steps are not written: they do not advance the iteration).
+    Summary ops cannot be XLA-compiled, so `every_n_steps` is refused for a
+    model compiled with ``jit_compile=True``.
 
     Its state (statistics, threshold, counters) is a saveable attribute of
     the optimizer, created when `fit` hands it the model: weights
@@ -115,12 +141,18 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
         log_dir: Directory of TensorBoard logs for the per-epoch scalars.
             Defaults to None (logs only).
         run: Run sub-directory of `log_dir`. Defaults to ``"autoclip"``.
+        every_n_steps: Also write each `every_n_steps`-th step's norm and
+            bound; needs `log_dir`. Defaults to None (per-epoch scalars
+            only).
+        stop_on_lost_run: Stop training when a run is lost (see above).
+            Defaults to True.
 
     Raises:
         TypeError: an argument has the wrong type.
-        ValueError: an argument is out of range or belongs to another mode;
-            `on_train_begin` raises it for an optimizer it cannot support or
-            a `log_dir` that cannot be written.
+        ValueError: an argument is out of range or belongs to another mode,
+            or `every_n_steps` comes without `log_dir`; `on_train_begin`
+            raises it for an optimizer it cannot support, a `log_dir` that
+            cannot be written, or `every_n_steps` with ``jit_compile=True``.
 
     References:
         Kumar et al., "ZClip: Adaptive Spike Mitigation for LLM
@@ -128,6 +160,10 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
         Gradient Clipping for Source Separation Networks", MLSP 2020.
         Pascanu, Mikolov and Bengio, "On the difficulty of training
         recurrent neural networks", ICML 2013 (clipping by global norm).
+        Hampel, "The influence curve and its role in robust estimation",
+        JASA 1974, and Leys et al., "Detecting outliers: Do not use standard
+        deviation around the mean, use absolute deviation around the
+        median", 2013 (median and MAD, for the first steps).
     """
 
     def __init__(
@@ -141,7 +177,7 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
         window: int | None = None,
         threshold: float | None = None,
         log_dir: str | os.PathLike[str] | None = None,
-        run: str = "autoclip",
+        run: str = tags.AUTOCLIP_RUN,
         every_n_steps: int | None = None,
         stop_on_lost_run: bool = True,
     ) -> None:
@@ -241,7 +277,11 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
                 " with jit_compile=True"
             )
         if self.log_dir is not None:
-            self._writer = _summary.open_writer(self.log_dir, self.run, model)
+            # Step scalars: flush (an fsync, inside the train step) every
+            # thousand summaries, not every ten; the writer still flushes
+            # every two minutes and when fit ends.
+            queue = None if self.every_n_steps is None else STEP_QUEUE
+            self._writer = _summary.open_writer(self.log_dir, self.run, model, queue)
         try:
             self._attach(optimizer)
             if legacy:
@@ -384,8 +424,8 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
             due = tf.logical_and(due, first)
         description = f"AutoClip ({self.mode}), every {self.every_n_steps} step(s)."
         with self._writer.as_default(step=step), tf.summary.record_if(due):
-            _summary.scalar("autoclip/step_grad_norm", norm, description)
-            _summary.scalar("autoclip/step_threshold", bound, description)
+            _summary.scalar(tags.AUTOCLIP_STEP_GRAD_NORM, norm, description)
+            _summary.scalar(tags.AUTOCLIP_STEP_THRESHOLD, bound, description)
 
     # -- reporting ---------------------------------------------------------
 

@@ -14,6 +14,11 @@ References:
     LLM Pre-Training", 2025 (`ZScore`).
     Seetharaman, Wichern, Pardo and Le Roux, "AutoClip: Adaptive Gradient
     Clipping for Source Separation Networks", MLSP 2020 (`Percentile`).
+    Hampel, "The influence curve and its role in robust estimation", JASA
+    1974; Leys, Ley, Klein, Bernard and Licata, "Detecting outliers: Do not
+    use standard deviation around the mean, use absolute deviation around
+    the median", J. Exp. Soc. Psychol. 2013 (median and MAD in the first
+    steps).
 """
 
 from __future__ import annotations
@@ -85,8 +90,10 @@ MAD_TO_STD = 1.4826
 """The median absolute deviation times this estimates a normal's standard
 deviation."""
 EARLY_FACTOR = 3.0
-"""Early bound: a norm above this many times the median of the earlier norms
-trips (zscore's warm-up; percentile's first steps)."""
+"""Early bound: a norm above this many times the (low) median of the earlier
+norms trips (zscore's warm-up; percentile's cap). 3 kept the spikes of the
+corrupted-labels run out where 5 and 10 did not, and clipped 0-1 of the
+first 25 steps of healthy runs (`benchmarks/autoclip_early.py`)."""
 
 
 @dataclass(frozen=True)
