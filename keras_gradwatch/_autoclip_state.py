@@ -3,9 +3,11 @@
 The state is a saveable attribute of the optimizer, so that weights
 checkpoints carry it. `decide` runs inside the compiled train step, once per
 step, on the global norm of the (summed, unscaled) gradients: it asks the
-clip policy for the bound, updates statistics and counters, and returns the
-factor the gradients are to be multiplied by and whether the step is finite.
-Both optimizer hooks (`_autoclip_keras3`, `_autoclip_tf_keras`) call it.
+clip policy for the bound, updates statistics and counters (among them the
+run of consecutive non-finite steps that tells a lost run), and returns the
+factor the gradients are to be multiplied by, whether the step is finite,
+and the bound. Both optimizer hooks (`_autoclip_keras3`,
+`_autoclip_tf_keras`) call it through the callback.
 """
 
 from __future__ import annotations
