@@ -1,97 +1,43 @@
-"""AutoClip: gradient clipping that trips by itself, inside the train step.
+"""AutoClip, the callback: arguments, lifecycle and reporting.
 
-How it hooks in (Keras 3, TensorFlow backend). Keras has no public
-gradient-processing hook, and `optimizer.global_clipnorm` is read once, when
-the train function is traced, and applied per replica before the gradients
-are summed. AutoClip instead wraps the instance's `apply` (the public method
-every update passes through: `apply_gradients` calls it, and
-`LossScaleOptimizer` calls its inner optimizer's with unscaled gradients),
-and rebuilds the train function once per `fit` so the wrapper is traced in.
-The wrapper sums the gradients across replicas itself, measures the global
-norm of the sum, decides, and hands the clipped sum to the original `apply`,
-whose own cross-replica sum (the private `_all_reduce_sum_gradients`) is made
-the identity so nothing is summed twice. The decision lives in variables, so
-no step retraces; a skipped step does not call `apply` at all (like
-`LossScaleOptimizer`, through a cross-replica `cond` where the strategy
-needs `merge_call`).
+The work of a training step is done elsewhere: the optimizer hooks
+(`_autoclip_keras3` wraps a Keras 3 optimizer's `apply`, `_autoclip_tf_keras`
+adds a legacy optimizer's gradient transformer) measure the global norm and
+call `_autoclip_state.decide`, which applies the clip policy of
+`_clipping` and updates the variables this callback reads per epoch.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 from typing import Any
 
 import keras
 import tensorflow as tf
 
-from keras_gradwatch import _clipping, _compat, _summary, _validation
+from keras_gradwatch import (
+    _autoclip_keras3,
+    _autoclip_tf_keras,
+    _clipping,
+    _compat,
+    _summary,
+    _validation,
+    tags,
+)
+from keras_gradwatch._autoclip_state import STATE_ATTRIBUTE, ClipState, decide
 
 logger = logging.getLogger("keras_gradwatch")
 
 MODES = ("zscore", "percentile", "fixed")
-STATE_ATTRIBUTE = "_keras_gradwatch_autoclip"
-"""Attribute of the optimizer that holds AutoClip's state (checkpointed)."""
 SCALARS = ("threshold", "max_norm", "clipped_steps", "skipped_steps")
 """Reported per epoch as ``autoclip/<name>`` and ``logs["autoclip_<name>"]``."""
-
-
-class _ClipState(keras.layers.Layer):
-    """AutoClip's variables, an attribute of the optimizer.
-
-    Keras saves every saveable attribute of the optimizer with the model's
-    weights, so `model.save_weights`, `ModelCheckpoint` and `BackupAndRestore`
-    carry this state. A checkpoint written before AutoClip was added loads
-    without it (the state starts fresh). `config` records the mode and its
-    parameters, so that a state written under other settings is not reused.
-    """
-
-    def __init__(self, history_size: int) -> None:
-        super().__init__(name="keras_gradwatch_autoclip")
-        self.history_size = history_size
-        self._initial: list[tuple[Any, float]] = []
-
-        def add(name: str, dtype: str, init: float = 0.0, shape: Any = ()) -> Any:
-            variable = self.add_weight(
-                shape=shape,
-                dtype=dtype,
-                initializer=keras.initializers.Constant(init),
-                trainable=False,
-                name=name,
-                aggregation="only_first_replica",
-            )
-            self._initial.append((variable, init))
-            return variable
-
-        self.config = add("config", "float64", math.nan, (4,))
-        self.steps = add("steps", "int64")
-        self.seen = add("seen", "int64")  # steps with a finite norm
-        self.mean = add("mean", "float64")
-        self.var = add("var", "float64")
-        self.history = add("history", "float64", math.inf, (history_size,))
-        self.threshold = add("threshold", "float64", math.nan)
-        self.clipped = add("clipped", "int64")
-        self.skipped = add("skipped", "int64")
-        self.epoch_max_norm = add("epoch_max_norm", "float64")
-        self.epoch_clipped = add("epoch_clipped", "int64")
-        self.epoch_skipped = add("epoch_skipped", "int64")
-        self.first_trip_step = add("first_trip_step", "int64", -1.0)
-        self.first_trip_norm = add("first_trip_norm", "float64")
-        self.built = True
-
-    def reset(self, config: tuple[float, ...]) -> None:
-        for variable, init in self._initial:
-            variable.assign(tf.fill(variable.shape, tf.cast(init, variable.dtype)))
-        self.config.assign(config)
-
-    def load_own_variables(self, store: Any) -> None:
-        if len(store.keys()) == 0:
-            logger.info(
-                "AutoClip: the checkpoint has no AutoClip state; starting fresh."
-            )
-            return
-        super().load_own_variables(store)
+STEP_TAGS = (tags.AUTOCLIP_STEP_GRAD_NORM, tags.AUTOCLIP_STEP_THRESHOLD)
+"""Written every `every_n_steps` optimizer steps."""
+STEP_QUEUE = 1000
+"""Summaries the writer holds before a flush, with `every_n_steps`."""
+LOST_RUN_STEPS = 100
+"""Consecutive non-finite steps after which a run counts as lost."""
 
 
 class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
@@ -105,28 +51,51 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
 
     - ``mode="zscore"`` (default, after ZClip, 2025): an exponential moving
       average of the norm and of its variance (factor `alpha`), started from
-      the mean and variance of the first `warmup` finite steps. A step whose
-      norm exceeds ``mean + z * std`` trips and is scaled down to that bound;
-      the statistics are updated with the clipped norm. No clipping during
-      warm-up.
+      the median and MAD of the first `warmup` finite steps. A step whose
+      norm exceeds ``mean + z * std`` trips and is scaled down to ZClip's
+      reciprocal value, ``mean + (z * std)**2 / (norm - mean)``: the bound
+      for a norm at the bound, near the mean for a large spike; the
+      statistics take the clipped norm. When most recent steps trip (a
+      moving average of trips above 1/2), the norms have moved rather than
+      spiked: a trip is then scaled to the bound and the statistics take it,
+      so they follow. During warm-up, from the second step, a norm above 3
+      times the (low) median of the earlier warm-up norms trips, and is
+      scaled by the same reciprocal rule around that median.
     - ``mode="percentile"`` (AutoClip, Seetharaman et al., 2020): every step
       is clipped to the `percentile`-th percentile (NumPy's linear rule) of
-      the finite norms of the last `window` steps, this one included. The
-      paper keeps the whole history; a window bounds the memory and follows
-      the norms as training changes them.
+      the finite norms of the last `window` steps, this one included, and
+      never above 3 times the (low) median of the earlier ones (with few
+      norms, the linear rule would put the bound near a spike). The paper
+      keeps the whole history; a window bounds the memory and follows the
+      norms as training changes them.
     - ``mode="fixed"``: a step whose norm exceeds `threshold` is scaled down
-      to it.
+      to it, from the first step.
+
+    In the adaptive modes the very first step (of a fresh state) is measured
+    but not applied, as there is nothing to compare its norm with: a spike
+    there would otherwise reach the weights unchecked.
 
     In every mode a step whose gradients hold NaN or Inf is skipped: the
     optimizer is not called, so no update reaches the weights or the
     optimizer's state, and the step is counted. (Under `LossScaleOptimizer`
     such steps are the loss scaler's to skip, and are not counted here.)
+    When every step of an epoch (two at least), or the last 100 steps, were
+    skipped, the run is lost: AutoClip logs an error that says what to check
+    and, with `stop_on_lost_run`, stops training (``model.stop_training``,
+    as `keras.callbacks.TerminateOnNaN` does), at the end of that epoch.
 
     Per epoch it reports ``threshold`` (the bound in force after the epoch's
-    last step; NaN during warm-up), ``max_norm``, ``clipped_steps`` and
-    ``skipped_steps`` as ``logs["autoclip_<name>"]`` and, with `log_dir`,
-    as scalars ``autoclip/<name>`` in ``<log_dir>/<run>``; the first trip is
-    logged on the ``keras_gradwatch`` logger.
+    last step; NaN before the first finite step), ``max_norm``,
+    ``clipped_steps`` and ``skipped_steps`` as ``logs["autoclip_<name>"]``
+    and, with `log_dir`, as scalars ``autoclip/<name>`` in
+    ``<log_dir>/<run>``; the first trip is logged on the ``keras_gradwatch``
+    logger. With `every_n_steps`, ``autoclip/step_grad_norm`` (the global
+    norm before clipping) and ``autoclip/step_threshold`` (the bound the
+    step was held to; +inf where there was none yet) are written every
+    `every_n_steps` optimizer iterations, by iteration, from inside the train
+    step (skipped steps are not written: they do not advance the iteration).
+    Summary ops cannot be XLA-compiled, so `every_n_steps` is refused for a
+    model compiled with ``jit_compile=True``.
 
     Its state (statistics, threshold, counters) is a saveable attribute of
     the optimizer, created when `fit` hands it the model: weights
@@ -172,12 +141,18 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
         log_dir: Directory of TensorBoard logs for the per-epoch scalars.
             Defaults to None (logs only).
         run: Run sub-directory of `log_dir`. Defaults to ``"autoclip"``.
+        every_n_steps: Also write each `every_n_steps`-th step's norm and
+            bound; needs `log_dir`. Defaults to None (per-epoch scalars
+            only).
+        stop_on_lost_run: Stop training when a run is lost (see above).
+            Defaults to True.
 
     Raises:
         TypeError: an argument has the wrong type.
-        ValueError: an argument is out of range or belongs to another mode;
-            `on_train_begin` raises it for an optimizer it cannot support or
-            a `log_dir` that cannot be written.
+        ValueError: an argument is out of range or belongs to another mode,
+            or `every_n_steps` comes without `log_dir`; `on_train_begin`
+            raises it for an optimizer it cannot support, a `log_dir` that
+            cannot be written, or `every_n_steps` with ``jit_compile=True``.
 
     References:
         Kumar et al., "ZClip: Adaptive Spike Mitigation for LLM
@@ -185,6 +160,10 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
         Gradient Clipping for Source Separation Networks", MLSP 2020.
         Pascanu, Mikolov and Bengio, "On the difficulty of training
         recurrent neural networks", ICML 2013 (clipping by global norm).
+        Hampel, "The influence curve and its role in robust estimation",
+        JASA 1974, and Leys et al., "Detecting outliers: Do not use standard
+        deviation around the mean, use absolute deviation around the
+        median", 2013 (median and MAD, for the first steps).
     """
 
     def __init__(
@@ -198,7 +177,9 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
         window: int | None = None,
         threshold: float | None = None,
         log_dir: str | os.PathLike[str] | None = None,
-        run: str = "autoclip",
+        run: str = tags.AUTOCLIP_RUN,
+        every_n_steps: int | None = None,
+        stop_on_lost_run: bool = True,
     ) -> None:
         super().__init__()
         if mode not in MODES:
@@ -249,7 +230,18 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
             )
         self.log_dir = None if log_dir is None else _validation.log_dir(log_dir)
         self.run = _validation.run_name(run)
-        self._state: _ClipState | None = None
+        if every_n_steps is not None:
+            every_n_steps = _validation.positive_int("every_n_steps", every_n_steps)
+            if self.log_dir is None:
+                raise ValueError(
+                    "`every_n_steps` writes to TensorBoard and needs `log_dir`. "
+                    f"Received: every_n_steps={every_n_steps} with log_dir=None"
+                )
+        self.every_n_steps = every_n_steps
+        self.stop_on_lost_run = _validation.boolean(
+            "stop_on_lost_run", stop_on_lost_run
+        )
+        self._state: ClipState | None = None
         self._optimizer: Any = None
         self._writer: tf.summary.SummaryWriter | None = None
         self._first_epoch = True
@@ -275,16 +267,30 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
             )
         optimizer = _target(model.optimizer)
         _check_optimizer(optimizer, legacy)
+        if self.every_n_steps is not None and getattr(model, "jit_compile", False):
+            # A summary op has no XLA kernel: the train step would not compile.
+            raise ValueError(
+                "AutoClip writes every_n_steps' step scalars from inside the "
+                "train step, which XLA cannot compile: compile the model with "
+                "`jit_compile=False`, or leave `every_n_steps=None` for the "
+                f"per-epoch scalars. Received: every_n_steps={self.every_n_steps}"
+                " with jit_compile=True"
+            )
         if self.log_dir is not None:
-            self._writer = _summary.open_writer(self.log_dir, self.run, model)
+            # Step scalars: flush (an fsync, inside the train step) every
+            # thousand summaries, not every ten; the writer still flushes
+            # every two minutes and when fit ends.
+            queue = None if self.every_n_steps is None else STEP_QUEUE
+            self._writer = _summary.open_writer(self.log_dir, self.run, model, queue)
         try:
             self._attach(optimizer)
             if legacy:
-                self._install_transformer(optimizer)
+                _autoclip_tf_keras.install(optimizer, self._decide)
             else:
                 if not optimizer.built:
                     optimizer.build(model.trainable_variables)
-                self._install(optimizer)
+                _autoclip_keras3.install(optimizer, self._decide)
+            self._optimizer = optimizer
             model.make_train_function(force=True)
         except Exception:
             self.detach()
@@ -302,6 +308,7 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
         state.epoch_max_norm.assign(0.0)
         state.epoch_clipped.assign(0)
         state.epoch_skipped.assign(0)
+        state.epoch_steps.assign(0)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         state = self._state
@@ -316,6 +323,7 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
         if logs is not None:
             logs.update({f"autoclip_{k}": v for k, v in values.items()})
         self._announce(epoch, values)
+        self._check_lost(state, epoch)
         if self._writer is not None:
             try:
                 with self._writer.as_default(step=epoch):
@@ -354,14 +362,22 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
     def _attach(self, optimizer: Any) -> None:
         size = self._policy.history_size
         state = getattr(optimizer, STATE_ATTRIBUTE, None)
-        if not isinstance(state, _ClipState) or state.history_size != size:
+        if isinstance(state, ClipState) and state.history_size != size:
+            if int(state.steps.numpy()):
+                logger.info(
+                    "AutoClip: the optimizer's AutoClip state was written with "
+                    "other settings; %s starts fresh.",
+                    self.mode,
+                )
+            state = None
+        if not isinstance(state, ClipState):
             strategy = getattr(self.model, "distribute_strategy", None)
             with (strategy or tf.distribute.get_strategy()).scope():
-                state = _ClipState(size)
+                state = ClipState(size)
             setattr(optimizer, STATE_ATTRIBUTE, state)
         self._state = state
 
-    def _check_state(self, state: _ClipState) -> None:
+    def _check_state(self, state: ClipState) -> None:
         """Starts fresh unless the state is this policy's; says why."""
         config = self._policy.config
         if tuple(state.config.numpy().tolist()) != config:
@@ -382,110 +398,34 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
             )
         self._known_trip = int(state.first_trip_step.numpy())
 
-    def _install(self, optimizer: Any) -> None:
-        _uninstall(optimizer)
-        original = optimizer.apply
-        # Keras' own loss scaling divides the gradients inside `apply`.
-        scale = float(getattr(optimizer, "loss_scale_factor", None) or 1.0)
-
-        def apply(grads: Any, trainable_variables: Any = None) -> None:
-            grads = _dense(grads)
-            context = tf.distribute.get_replica_context()
-            if context is not None and context.num_replicas_in_sync > 1:
-                grads = _sum_across_replicas(context, grads)
-            norm = _global_norm(grads) / scale
-
-            def update(grads: Any, factor: tf.Tensor, variables: Any) -> None:
-                original(_scale(grads, factor), variables)
-
-            if tf.__internal__.distribute.strategy_supports_no_merge_call():
-                factor, finite = self._decide(norm)
-                tf.cond(
-                    finite,
-                    lambda: update(grads, factor, trainable_variables),
-                    _no_op,
-                )
-                return
-
-            def cross_replica(
-                distribution: Any, grads: Any, norm: Any, variables: Any
-            ) -> None:
-                # Every replica holds the same summed gradients, hence norm.
-                first = distribution.experimental_local_results(norm)[0]
-                factor, finite = self._decide(first)
-
-                def apply_all() -> None:
-                    # Each replica applies its own copy of the gradients.
-                    distribution.extended.call_for_each_replica(
-                        update, args=(grads, factor, variables)
-                    )
-
-                # A cond whose branch calls merge_call (as apply does) must
-                # be built in a cross-replica context.
-                tf.cond(finite, apply_all, _no_op)
-
-            context.merge_call(cross_replica, args=(grads, norm, trainable_variables))
-
-        optimizer.apply = apply
-        # The wrapper has already summed the gradients across replicas.
-        optimizer._all_reduce_sum_gradients = _unchanged
-        self._optimizer = optimizer
-
-    def _install_transformer(self, optimizer: Any) -> None:
-        """tf_keras: a gradient transformer, run after the cross-replica sum.
-
-        A transformer cannot skip the update, so a non-finite step applies a
-        zero gradient instead (momentum, if any, still moves the weights).
-        """
-        _uninstall(optimizer)
-
-        def transform(grads_and_vars: Any) -> list[Any]:
-            grads_and_vars = list(grads_and_vars)
-            grads = _dense([g for g, _ in grads_and_vars])
-            factor, finite = self._decide(_global_norm(grads))
-            present = [i for i, g in enumerate(grads) if g is not None]
-            if present:
-                kept = tf.cond(
-                    finite,
-                    lambda: _scale([grads[i] for i in present], factor),
-                    lambda: [tf.zeros_like(grads[i]) for i in present],
-                )
-                for i, grad in zip(present, kept, strict=True):
-                    grads[i] = grad
-            return [(g, v) for g, (_, v) in zip(grads, grads_and_vars, strict=True)]
-
-        transform.keras_gradwatch_autoclip = True  # type: ignore[attr-defined]
-        optimizer.gradient_transformers = [*optimizer.gradient_transformers, transform]
-        self._optimizer = optimizer
-
     def _decide(self, norm: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """Updates the state for one step; returns (scale factor, finite)."""
-        s = self._state
-        assert s is not None
-        finite = tf.math.is_finite(norm)
-        safe = tf.where(finite, norm, tf.constant(0.0, tf.float64))
-        seen = s.seen.value
-        memory = _clipping.Memory(s.mean.value, s.var.value, s.history.value)
-        bound, after, memory = self._policy(memory, safe, finite, seen)
-        trip = tf.logical_and(finite, norm > bound)
-        factor = tf.where(trip, bound / tf.where(trip, norm, 1.0), 1.0)
-
-        s.mean.assign(memory.mean)
-        s.var.assign(memory.var)
-        s.history.assign(memory.history)
-        steps = s.steps.value + 1
-        s.steps.assign(steps)
-        s.seen.assign(seen + tf.cast(finite, tf.int64))
-        s.threshold.assign(tf.where(finite, after, s.threshold.value))
-        s.clipped.assign_add(tf.cast(trip, tf.int64))
-        s.skipped.assign_add(tf.cast(tf.logical_not(finite), tf.int64))
-        s.epoch_clipped.assign_add(tf.cast(trip, tf.int64))
-        s.epoch_skipped.assign_add(tf.cast(tf.logical_not(finite), tf.int64))
-        s.epoch_max_norm.assign(tf.maximum(s.epoch_max_norm.value, safe))
-        first = tf.logical_and(trip, s.first_trip_step.value < 0)
-        s.first_trip_step.assign(tf.where(first, steps, s.first_trip_step.value))
-        s.first_trip_norm.assign(tf.where(first, norm, s.first_trip_norm.value))
+        """Called by the optimizer hook inside the train step."""
+        assert self._state is not None
+        factor, finite, bound = decide(self._state, self._policy, norm)
+        if self.every_n_steps is not None and self._writer is not None:
+            self._write_step(norm, bound, finite)
         return factor, finite
+
+    def _write_step(self, norm: tf.Tensor, bound: tf.Tensor, finite: tf.Tensor) -> None:
+        """The step's norm and bound, by the optimizer's iteration, in-graph.
+
+        A skipped step is not written: it does not advance the iteration, so
+        the next finite step would write the same TensorBoard step. Under a
+        strategy that runs this once per replica only the first writes; the
+        norm is the cross-replica one everywhere.
+        """
+        assert self._writer is not None
+        assert self.every_n_steps is not None
+        step = tf.cast(self._optimizer.iterations, tf.int64)
+        due = tf.logical_and(finite, tf.equal(step % self.every_n_steps, 0))
+        context = tf.distribute.get_replica_context()
+        if context is not None and context.num_replicas_in_sync > 1:
+            first = tf.equal(context.replica_id_in_sync_group, 0)
+            due = tf.logical_and(due, first)
+        description = f"AutoClip ({self.mode}), every {self.every_n_steps} step(s)."
+        with self._writer.as_default(step=step), tf.summary.record_if(due):
+            _summary.scalar(tags.AUTOCLIP_STEP_GRAD_NORM, norm, description)
+            _summary.scalar(tags.AUTOCLIP_STEP_THRESHOLD, bound, description)
 
     # -- reporting ---------------------------------------------------------
 
@@ -512,6 +452,29 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
                 values["threshold"],
             )
 
+    def _check_lost(self, state: ClipState, epoch: int) -> None:
+        """Says so, and stops training, when a run has only NaN/Inf steps."""
+        consecutive = int(state.consecutive_skipped.numpy())
+        steps = int(state.epoch_steps.numpy())
+        # Every step of the epoch (two at least), or the last LOST_RUN_STEPS.
+        if consecutive < min(LOST_RUN_STEPS, max(2, steps)):
+            return
+        stop = self.stop_on_lost_run
+        logger.error(
+            "AutoClip: the last %d training step(s), up to the end of epoch %d, "
+            "all had NaN or Inf gradients and were skipped: this run is lost. "
+            "%s Check the data (NaN or Inf in inputs or labels), the learning "
+            "rate (too high, the weights or activations blew up) and the loss "
+            "(a log or a division of 0).",
+            consecutive,
+            epoch,
+            "Training stops (stop_on_lost_run=True)."
+            if stop
+            else "Training goes on (stop_on_lost_run=False).",
+        )
+        if stop:
+            self.model.stop_training = True
+
     def _close_writer(self) -> None:
         writer, self._writer = self._writer, None
         _summary.close_writer(writer, "AutoClip")
@@ -533,23 +496,10 @@ def _target(optimizer: Any) -> Any:
 
 
 def _check_optimizer(optimizer: Any, legacy: bool) -> None:
-    name = type(optimizer).__name__
     if legacy:
-        if not isinstance(getattr(optimizer, "gradient_transformers", None), list):
-            raise ValueError(
-                "With tf_keras, AutoClip clips through the `gradient_transformers` "
-                "of the legacy optimizers: compile with "
-                f"`tf_keras.optimizers.legacy.{name}` (or another legacy "
-                f"optimizer). Received: {type(optimizer).__module__}.{name}"
-            )
-    elif not isinstance(optimizer, keras.optimizers.Optimizer):
-        raise ValueError(f"AutoClip needs a Keras 3 optimizer. Received: {name}")
-    elif not hasattr(optimizer, "_all_reduce_sum_gradients"):
-        raise ValueError(
-            f"AutoClip does not support this Keras release's {name}: it has no "
-            "`_all_reduce_sum_gradients` to take over. Please report the "
-            f"Keras version ({keras.__version__})."
-        )
+        _autoclip_tf_keras.check(optimizer)
+    else:
+        _autoclip_keras3.check(optimizer)
     for option in ("clipnorm", "clipvalue", "global_clipnorm"):
         if getattr(optimizer, option, None):
             raise ValueError(
@@ -565,68 +515,5 @@ def _check_optimizer(optimizer: Any, legacy: bool) -> None:
 
 
 def _uninstall(optimizer: Any) -> None:
-    for name in ("apply", "_all_reduce_sum_gradients"):
-        if name in vars(optimizer):
-            delattr(optimizer, name)
-    transformers = getattr(optimizer, "gradient_transformers", None)
-    if isinstance(transformers, list):
-        optimizer.gradient_transformers = [
-            t for t in transformers if not getattr(t, "keras_gradwatch_autoclip", False)
-        ]
-
-
-def _unchanged(grads_and_vars: Any) -> list[Any]:
-    return list(grads_and_vars)
-
-
-def _no_op() -> None:
-    return None
-
-
-def _dense(grads: Any) -> list[Any]:
-    """Sparse (embedding) gradients made dense: their norm needs duplicate
-    rows summed, and the optimizers that keep moments (momentum, Adam...)
-    densify them anyway."""
-    return [
-        tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads
-    ]
-
-
-def _sum_across_replicas(context: Any, grads: list[Any]) -> list[Any]:
-    present = [g for g in grads if g is not None]
-    if not present:
-        return grads
-    summed = iter(context.all_reduce(tf.distribute.ReduceOp.SUM, present))
-    return [None if g is None else next(summed) for g in grads]
-
-
-def _global_norm(grads: list[Any]) -> tf.Tensor:
-    """L2 norm of all (dense) gradients together, as float64."""
-    values = [tf.reshape(g, [-1]) for g in grads if g is not None]
-    if not values:
-        return tf.constant(0.0, tf.float64)
-    fast = tf.sqrt(
-        tf.add_n([2.0 * tf.nn.l2_loss(tf.cast(v, tf.float32)) for v in values])
-    )
-
-    def exact() -> tf.Tensor:
-        squares = [tf.reduce_sum(tf.square(tf.cast(v, tf.float64))) for v in values]
-        return tf.sqrt(tf.add_n(squares))
-
-    # A float32 sum of squares can overflow for finite gradients: redo it.
-    return tf.cond(tf.math.is_finite(fast), lambda: tf.cast(fast, tf.float64), exact)
-
-
-def _scale(grads: list[Any], factor: tf.Tensor) -> list[Any]:
-    """Gradients times `factor`, without a pass over them when it is 1."""
-    present = [g for g in grads if g is not None]
-    if not present:
-        return grads
-    scaled = iter(
-        tf.cond(
-            factor < 1.0,
-            lambda: [g * tf.cast(factor, g.dtype) for g in present],
-            lambda: [tf.identity(g) for g in present],
-        )
-    )
-    return [None if g is None else next(scaled) for g in grads]
+    _autoclip_keras3.uninstall(optimizer)
+    _autoclip_tf_keras.uninstall(optimizer)

@@ -1,24 +1,31 @@
-"""Clip policies: where each AutoClip mode puts the bound, as pure TF ops.
+"""Clipping as pure TF ops: the global norm, the scaling, and the policies.
 
-A policy is called once per training step, inside the compiled train
-function, with what it remembers (`Memory`), the step's global gradient norm
-(float64; 0 when `finite` is False) and how many finite norms came before.
-It returns the bound for this step (a norm above it is scaled down to it),
-the threshold in force after the step, and its new memory, unchanged on a
-non-finite step. The callback keeps the memory in variables.
+`global_norm`, `scale` and `dense` act on a list of gradients (None for a
+weight without one). A policy is called once per training step, inside the
+compiled train function, with what it remembers (`Memory`), the step's
+global gradient norm (float64; 0 when `finite` is False) and how many finite
+norms came before. It returns the bound for this step (a norm above it is
+scaled down to it), the threshold in force after the step, and its new
+memory, unchanged on a non-finite step. The callback keeps the memory in
+variables.
 
 References:
     Kumar, Owen, Chowdhury and Güra, "ZClip: Adaptive Spike Mitigation for
     LLM Pre-Training", 2025 (`ZScore`).
     Seetharaman, Wichern, Pardo and Le Roux, "AutoClip: Adaptive Gradient
     Clipping for Source Separation Networks", MLSP 2020 (`Percentile`).
+    Hampel, "The influence curve and its role in robust estimation", JASA
+    1974; Leys, Ley, Klein, Bernard and Licata, "Detecting outliers: Do not
+    use standard deviation around the mean, use absolute deviation around
+    the median", J. Exp. Soc. Psychol. 2013 (median and MAD in the first
+    steps).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import tensorflow as tf
 
@@ -29,10 +36,12 @@ class Memory(NamedTuple):
     mean: tf.Tensor
     var: tf.Tensor
     history: tf.Tensor  # [history_size]; unfilled slots hold +inf
+    rate: Any = 0.0  # zscore: moving average of the steps that tripped
 
 
-Step = tuple[tf.Tensor, tf.Tensor, Memory]
-"""(bound for this step, threshold after it, new memory)."""
+Step = tuple[tf.Tensor, tf.Tensor, tf.Tensor, Memory]
+"""(bound for this step, the norm a step above it is scaled to, threshold
+after the step, new memory)."""
 
 
 class Policy(Protocol):
@@ -42,6 +51,10 @@ class Policy(Protocol):
     @property
     def history_size(self) -> int:
         """Length of `Memory.history` the policy needs."""
+
+    @property
+    def holds_first(self) -> bool:
+        """Whether the first finite step is measured but not applied."""
 
     @property
     def config(self) -> tuple[float, ...]:
@@ -60,6 +73,7 @@ class Fixed:
     threshold: float
     mode = "fixed"
     history_size = 1
+    holds_first = False
 
     @property
     def config(self) -> tuple[float, ...]:
@@ -69,25 +83,50 @@ class Fixed:
         self, memory: Memory, norm: tf.Tensor, finite: tf.Tensor, seen: tf.Tensor
     ) -> Step:
         bound = tf.constant(self.threshold, tf.float64)
-        return bound, bound, memory
+        return bound, bound, bound, memory
+
+
+MAD_TO_STD = 1.4826
+"""The median absolute deviation times this estimates a normal's standard
+deviation."""
+EARLY_FACTOR = 3.0
+"""Early bound: a norm above this many times the (low) median of the earlier
+norms trips (zscore's warm-up; percentile's cap). 3 kept the spikes of the
+corrupted-labels run out where 5 and 10 did not, and clipped 0-1 of the
+first 25 steps of healthy runs (`benchmarks/autoclip_early.py`)."""
 
 
 @dataclass(frozen=True)
 class ZScore:
     """Clip spikes above ``mean + z * std`` of moving averages of the norm.
 
-    The averages start from the mean and variance of the first `warmup`
-    finite norms (no clipping before) and are then updated, with factor
-    `alpha`, by the clipped norm, as in ZClip (which by default clips a spike
-    below the bound, to ``mean + z**2 * std / z_score``; we clip to the bound
-    itself).
+    - The first finite step is measured, not applied (`holds_first`): there
+      is nothing to compare its norm with.
+    - Warm-up (the first `warmup` finite norms): a norm above `early` times
+      the low median of the warm-up norms before it trips.
+    - Then the averages start from the median and the MAD (as a standard
+      deviation) of the warm-up norms, robust to a spike the warm-up could
+      not clip, and are updated with factor `alpha`; a norm above
+      ``mean + z * std`` trips.
+    - A tripping norm is scaled to ZClip's reciprocal value (`reciprocal`),
+      close to the median or mean for a large spike, and the warm-up and the
+      averages take that value, so that spikes, even frequent ones, neither
+      pass nor inflate the statistics. When most recent steps trip (a moving
+      average of trips, factor `alpha`, above 1/2), the norms have moved
+      rather than spiked: a tripping norm is then scaled to the bound itself
+      and the averages take the bound, so that they follow.
     """
 
     alpha: float
     z: float
     warmup: int
+    early: float = EARLY_FACTOR
+    holds_first: bool = True
     mode = "zscore"
-    history_size = 1
+
+    @property
+    def history_size(self) -> int:
+        return self.warmup
 
     @property
     def config(self) -> tuple[float, ...]:
@@ -98,27 +137,56 @@ class ZScore:
     ) -> Step:
         mean, var = memory.mean, memory.var
         warm = seen < self.warmup
-        nan = tf.constant(math.nan, tf.float64)
-        bound = tf.where(warm, nan, mean + self.z * tf.sqrt(tf.maximum(var, 0.0)))
-        used = tf.where(tf.logical_and(~warm, norm > bound), bound, norm)
-        # During warm-up `mean` and `var` hold the sum and sum of squares.
-        total, squares = mean + used, var + used * used
-        n = float(self.warmup)
+        # During warm-up `history` holds the (clipped) norms seen so far.
+        middle = low_median(memory.history, tf.minimum(seen, self.warmup))
+        early = early_bound(self.early, middle)
+        zbound = mean + self.z * tf.sqrt(tf.maximum(var, 0.0))
+        bound = tf.where(warm, early, zbound)
+        # Most recent steps tripped: the norms have moved, not spiked.
+        moved = tf.logical_and(~warm, memory.rate > 0.5)
+        to = tf.where(
+            warm,
+            reciprocal(middle, early, norm),
+            tf.where(moved, zbound, reciprocal(mean, zbound, norm)),
+        )
+        used = tf.where(norm > bound, to, norm)
+        tripped = tf.cast(tf.logical_and(~warm, norm > bound), tf.float64)
+        rate = tf.where(
+            warm,
+            tf.constant(0.0, tf.float64),
+            self.alpha * memory.rate + (1.0 - self.alpha) * tripped,
+        )
+        slot = tf.minimum(seen, self.warmup - 1)
+        history = tf.where(
+            warm,
+            tf.tensor_scatter_nd_update(memory.history, [[slot]], [used]),
+            memory.history,
+        )
         started = tf.equal(seen + 1, self.warmup)
-        first_mean = total / n
-        first_var = tf.maximum(squares / n - first_mean * first_mean, 0.0)
+        # Every slot holds a norm once started. The median and the MAD (as a
+        # standard deviation) start the averages: a spike of the first step,
+        # which nothing could clip, does not inflate them.
+        filled = low_median(history, self.warmup)
+        spread = low_median(tf.abs(history - filled), self.warmup)
+        first_var = tf.square(MAD_TO_STD * spread)
         ema_mean = self.alpha * mean + (1.0 - self.alpha) * used
         ema_var = self.alpha * var + (1.0 - self.alpha) * (used - ema_mean) ** 2
-        new_mean = tf.where(warm, tf.where(started, first_mean, total), ema_mean)
-        new_var = tf.where(warm, tf.where(started, first_var, squares), ema_var)
+        new_mean = tf.where(warm, tf.where(started, filled, mean), ema_mean)
+        new_var = tf.where(warm, tf.where(started, first_var, var), ema_var)
         ready = tf.logical_or(~warm, started)
-        after = tf.where(ready, new_mean + self.z * tf.sqrt(new_var), nan)
+        count = tf.minimum(seen + 1, self.warmup)
+        after = tf.where(
+            ready,
+            new_mean + self.z * tf.sqrt(new_var),
+            early_bound(self.early, low_median(history, count)),
+        )
         kept = Memory(
             tf.where(finite, new_mean, mean),
             tf.where(finite, new_var, var),
-            memory.history,
+            tf.where(finite, history, memory.history),
+            tf.where(finite, rate, memory.rate),
         )
-        return bound, after, kept
+        return bound, to, after, kept
 
 
 @dataclass(frozen=True)
@@ -127,10 +195,16 @@ class Percentile:
 
     The paper keeps the whole history; a window bounds the memory and follows
     the norms as training changes them. Percentiles use NumPy's linear rule.
+    The bound is never above `early` times the median of the earlier norms
+    in the window: with few norms, the linear rule puts the percentile of
+    two norms a tenth of the way to the second, a spike. (Later, a low
+    percentile is far below that cap.)
     """
 
     percentile: float
     window: int
+    early: float = EARLY_FACTOR
+    holds_first: bool = True
     mode = "percentile"
 
     @property
@@ -144,6 +218,8 @@ class Percentile:
     def __call__(
         self, memory: Memory, norm: tf.Tensor, finite: tf.Tensor, seen: tf.Tensor
     ) -> Step:
+        earlier = tf.minimum(seen, self.window)
+        cap = early_bound(self.early, low_median(memory.history, earlier))
         slot = tf.math.floormod(seen, self.window)
         history = tf.tensor_scatter_nd_update(memory.history, [[slot]], [norm])
         history = tf.where(finite, history, memory.history)
@@ -156,4 +232,84 @@ class Percentile:
         below, above = tf.gather(ordered, low), tf.gather(ordered, high)
         fraction = position - tf.cast(low, tf.float64)
         bound = tf.where(high > low, below + fraction * (above - below), below)
-        return bound, bound, memory._replace(history=history)
+        bound = tf.minimum(bound, cap)
+        return bound, bound, bound, memory._replace(history=history)
+
+
+def low_median(history: tf.Tensor, count: tf.Tensor) -> tf.Tensor:
+    """The low median (the lower middle value for an even `count`) of the
+    `count` finite entries of `history`, whose other slots hold +inf; 0 when
+    `count` is 0.
+
+    The low median of two norms is the smaller one: the mean of a norm and a
+    spike would be half the spike.
+    """
+    ordered = tf.sort(history)
+    middle = tf.gather(ordered, tf.maximum(count - 1, 0) // 2)
+    return tf.where(count > 0, middle, tf.constant(0.0, tf.float64))
+
+
+def early_bound(factor: float, middle: tf.Tensor) -> tf.Tensor:
+    """`factor` times the median of the earlier norms, `middle`.
+
+    +inf, so that nothing is clipped, when that median is 0 (no earlier norm,
+    or zero gradients): a bound of 0 would zero every later gradient, and
+    with the clipped norms kept it would never rise again.
+    """
+    inf = tf.constant(math.inf, tf.float64)
+    return tf.where(middle > 0.0, factor * middle, inf)
+
+
+def reciprocal(center: tf.Tensor, bound: tf.Tensor, norm: tf.Tensor) -> tf.Tensor:
+    """ZClip's reciprocal clipping: what a norm above `bound` is scaled to.
+
+    ``center + (bound - center)**2 / (norm - center)``: the bound itself for
+    a norm at the bound, and closer to `center` the larger the spike, so
+    that a spike moves the weights no further than a typical step. With
+    ``center = mean`` and ``bound = mean + z * std`` this is ZClip's
+    ``mean + z**2 * std / z_score``. Equal to `bound` when that is +inf.
+    """
+    excess = tf.maximum(norm - center, tf.constant(1e-300, tf.float64))
+    to = center + tf.square(bound - center) / excess
+    return tf.where(tf.math.is_inf(bound), bound, tf.minimum(to, bound))
+
+
+def dense(grads: Any) -> list[Any]:
+    """Sparse (embedding) gradients made dense: their norm needs duplicate
+    rows summed, and the optimizers that keep moments (momentum, Adam...)
+    densify them anyway."""
+    return [
+        tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads
+    ]
+
+
+def global_norm(grads: list[Any]) -> tf.Tensor:
+    """L2 norm of all (dense) gradients together, as float64."""
+    values = [tf.reshape(g, [-1]) for g in grads if g is not None]
+    if not values:
+        return tf.constant(0.0, tf.float64)
+    fast = tf.sqrt(
+        tf.add_n([2.0 * tf.nn.l2_loss(tf.cast(v, tf.float32)) for v in values])
+    )
+
+    def exact() -> tf.Tensor:
+        squares = [tf.reduce_sum(tf.square(tf.cast(v, tf.float64))) for v in values]
+        return tf.sqrt(tf.add_n(squares))
+
+    # A float32 sum of squares can overflow for finite gradients: redo it.
+    return tf.cond(tf.math.is_finite(fast), lambda: tf.cast(fast, tf.float64), exact)
+
+
+def scale(grads: list[Any], factor: tf.Tensor) -> list[Any]:
+    """Gradients times `factor`, without a pass over them when it is 1."""
+    present = [g for g in grads if g is not None]
+    if not present:
+        return grads
+    scaled = iter(
+        tf.cond(
+            factor < 1.0,
+            lambda: [g * tf.cast(factor, g.dtype) for g in present],
+            lambda: [tf.identity(g) for g in present],
+        )
+    )
+    return [None if g is None else next(scaled) for g in grads]

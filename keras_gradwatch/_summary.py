@@ -18,12 +18,16 @@ from tensorboard.plugins.scalar import metadata as scalar_metadata
 from keras_gradwatch import _compat
 
 
-def open_writer(log_dir: str, run: str, model: Any) -> tf.summary.SummaryWriter:
+def open_writer(
+    log_dir: str, run: str, model: Any, max_queue: int | None = None
+) -> tf.summary.SummaryWriter:
     """Creates the writer for ``<log_dir>/<run>``; a no-op one off the chief.
 
     On the non-chief workers of a multi-worker strategy the writer drops
     every summary: the workers share the log directory and only the chief
-    writes to it.
+    writes to it. `max_queue` (TensorFlow's default: 10) is how many
+    summaries wait before a write flushes the file, with an fsync, inside
+    the op that wrote it; a writer used every training step wants many.
 
     Raises:
         ValueError: the directory cannot be created or written.
@@ -33,7 +37,9 @@ def open_writer(log_dir: str, run: str, model: Any) -> tf.summary.SummaryWriter:
     path = os.path.join(log_dir, run)
     try:
         tf.io.gfile.makedirs(path)
-        return tf.summary.create_file_writer(path)
+        if max_queue is None:
+            return tf.summary.create_file_writer(path)
+        return tf.summary.create_file_writer(path, max_queue=max_queue)
     except (tf.errors.OpError, OSError) as error:
         raise ValueError(
             f"`log_dir` must be a writable directory. Received: "
@@ -66,7 +72,8 @@ def histogram(tag: str, buckets: tf.Tensor, description: str) -> tf.Operation:
 
 
 def scalar(tag: str, value: tf.Tensor, description: str) -> tf.Operation:
-    """Writes a scalar the way TensorBoard's scalar plugin stores it."""
+    """Writes a scalar the way TensorBoard's scalar plugin stores it, at the
+    default writer's step."""
     return tf.summary.write(
         tag,
         tf.cast(value, tf.float32),

@@ -51,11 +51,21 @@ WeightNorms (run ``weights`` by default; same steps)
 
 AutoClip (run ``autoclip`` with ``log_dir``; one step per epoch)
     ``autoclip/threshold`` (the bound in force after the epoch's last step,
-    NaN during zscore's warm-up), ``autoclip/max_norm`` (largest finite
+    NaN before the first finite step), ``autoclip/max_norm`` (largest finite
     global norm of the epoch), ``autoclip/clipped_steps`` and
     ``autoclip/skipped_steps`` (steps of the epoch). The same numbers go into
     the epoch logs as ``autoclip_threshold``, ``autoclip_max_norm``,
     ``autoclip_clipped_steps`` and ``autoclip_skipped_steps``.
+
+AutoClip per step (with ``every_n_steps=N``; same run)
+    ``autoclip/step_grad_norm`` (the global gradient norm before clipping,
+    summed across replicas and unscaled) and ``autoclip/step_threshold``
+    (the bound that step was held to; +inf where there was none yet), every
+    N-th optimizer iteration, with the optimizer's iteration count before
+    the step (0 for the first update) as the TensorBoard step. Steps with a
+    non-finite norm are not written (they are counted in
+    ``autoclip/skipped_steps``). `keras_gradwatch.spikes.find_spikes` finds
+    the spikes in such a series.
 
     ``weight_change`` is the measured relative update per logged epoch; with
     plain SGD, ``grad_to_weight`` times the learning rate is the expected
@@ -108,6 +118,12 @@ WEIGHTS_RUN = "weights"
 WEIGHT_HISTOGRAM = "weight"
 WEIGHT_SCALARS = ("weight_l1", "weight_l2", "weight_change")
 """Per-weight scalar prefixes of WeightNorms, in the order it computes them."""
+
+AUTOCLIP_RUN = "autoclip"
+"""Run that AutoClip writes to by default."""
+AUTOCLIP_STEP_GRAD_NORM = "autoclip/step_grad_norm"
+AUTOCLIP_STEP_THRESHOLD = "autoclip/step_threshold"
+"""AutoClip's per-step tags (``every_n_steps``)."""
 
 
 def tag(prefix: str, path: str) -> str:

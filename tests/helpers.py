@@ -166,34 +166,66 @@ class NpAutoClip:
     """AutoClip's documented rules, step by step, in plain Python/NumPy."""
 
     def __init__(self, mode="zscore", *, alpha=0.97, z=2.5, warmup=25,
-                 percentile=10.0, window=1000, threshold=None):  # fmt: skip
+                 percentile=10.0, window=1000, threshold=None, early=3.0):  # fmt: skip
         self.mode, self.alpha, self.z, self.warmup = mode, alpha, z, warmup
         self.percentile, self.window, self.threshold = percentile, window, threshold
-        self.norms: list[float] = []  # finite norms, in order
+        self.early = early
+        self.norms: list[float] = []  # finite norms (zscore: clipped), in order
         self.mean = self.var = None
+        self.rate = 0.0
 
     def factor(self, norm: float) -> float | None:
         """Scale for this step's gradients; None when the step is skipped."""
-        if not np.isfinite(norm):
+        first = not self.norms and self.mean is None
+        bound, to = self.bound(norm)
+        if bound is None:
             return None
-        if self.mode == "fixed":
-            bound = self.threshold
-        elif self.mode == "percentile":
-            self.norms.append(norm)
-            bound = np.percentile(self.norms[-self.window :], self.percentile)
-        else:
-            bound = self._zscore(norm)
-        return bound / norm if norm > bound else 1.0
+        if first and self.mode != "fixed":
+            return 0.0  # the first norm is only measured
+        return to / norm if norm > bound else 1.0
 
-    def _zscore(self, norm: float) -> float:
-        if self.mean is None:  # warm-up: no clipping
+    def bound(self, norm: float) -> tuple[float | None, float | None]:
+        """(the bound this step's norm is held to, the norm it is clipped to
+        above it); Nones when the step is skipped."""
+        if not np.isfinite(norm):
+            return None, None
+        if self.mode == "fixed":
+            return self.threshold, self.threshold
+        if self.mode == "percentile":
+            cap, _ = self._early(self.norms[-self.window :])
             self.norms.append(norm)
-            if len(self.norms) == self.warmup:
-                self.mean = float(np.mean(self.norms))
-                self.var = float(np.var(self.norms))
-            return np.inf
+            bound = min(np.percentile(self.norms[-self.window :], self.percentile), cap)
+            return bound, bound
+        return self._zscore(norm)
+
+    def _early(self, earlier: list[float]) -> tuple[float, float]:
+        """(`early` x the low median of the earlier norms, that median);
+        the bound is inf when there is none or it is 0."""
+        middle = float(np.sort(earlier)[(len(earlier) - 1) // 2]) if earlier else 0.0
+        return (self.early * middle if middle > 0 else np.inf), middle
+
+    @staticmethod
+    def _reciprocal(center: float, bound: float, norm: float) -> float:
+        """ZClip's reciprocal clipping: what a norm above `bound` becomes."""
+        if not np.isfinite(bound):
+            return bound
+        return min(bound, center + (bound - center) ** 2 / max(norm - center, 1e-300))
+
+    def _zscore(self, norm: float) -> tuple[float, float]:
+        if self.mean is None:  # warm-up: the early bound, clipped norms kept
+            bound, middle = self._early(self.norms)
+            to = self._reciprocal(middle, bound, norm)
+            self.norms.append(to if norm > bound else norm)
+            if len(self.norms) == self.warmup:  # robust start: median, MAD
+                self.mean = float(np.sort(self.norms)[(self.warmup - 1) // 2])
+                deviations = np.sort(np.abs(np.array(self.norms) - self.mean))
+                self.var = float((1.4826 * deviations[(self.warmup - 1) // 2]) ** 2)
+            return bound, to
         bound = self.mean + self.z * np.sqrt(self.var)
-        used = min(norm, bound)
+        moved = self.rate > 0.5  # most recent steps tripped
+        to = bound if moved else self._reciprocal(self.mean, bound, norm)
+        used = to if norm > bound else norm
+        self.rate = self.alpha * self.rate + (1 - self.alpha) * (norm > bound)
         self.mean = self.alpha * self.mean + (1 - self.alpha) * used
         self.var = self.alpha * self.var + (1 - self.alpha) * (used - self.mean) ** 2
-        return bound
+        return bound, to

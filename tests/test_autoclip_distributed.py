@@ -1,4 +1,4 @@
-"""Must show 3: AutoClip on 2 replicas and under mixed_float16.
+"""Must show 3: AutoClip on 2 replicas and under mixed_float16; step scalars.
 
 The replicas are two logical CPU devices, which must be configured before
 TensorFlow starts, so the steps run in a fresh process
@@ -55,3 +55,14 @@ def test_keras_global_clipnorm_clips_per_replica(outcome):
     """The failure AutoClip exists to avoid, measured in the same process."""
     result = outcome["by"][(2, "float32", "keras")]
     assert result["update_norm"] > 1.2 * outcome["threshold"]
+
+
+def test_every_step_written_once_across_replicas(outcome):
+    """every_n_steps=1 on 2 replicas: one point per step (not per replica),
+    each the cross-replica norm (the epoch's largest is its max_norm)."""
+    logged = outcome["every_step"]
+    assert logged["steps"] == [0, 1, 2, 3]
+    norms = logged["norms"]
+    for epoch, largest in enumerate(logged["max_norm"]):
+        step_max = max(norms[2 * epoch : 2 * epoch + 2])
+        assert step_max == pytest.approx(largest, rel=1e-6)

@@ -38,8 +38,18 @@ def test_autoclip_benchmark_runs(capsys):
         "keras_global_clipnorm",
         "autoclip_zscore",
         "autoclip_percentile",
+        "autoclip_every_step",
     }
-    assert "AutoClip (zscore) per-step ratio" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "AutoClip (zscore) per-step ratio" in out
+    assert "every_n_steps=1 vs AutoClip() per-step ratio" in out
+
+
+def test_autoclip_early_benchmark_runs(capsys):
+    result = load("autoclip_early").main(["--quick"])
+    assert {r["mode"] for r in result["corrupted"]} == {"zscore", "percentile"}
+    assert len(result["clean"]) == 8
+    assert "Corrupted labels" in capsys.readouterr().out
 
 
 def test_report_benchmark_runs(tmp_path, capsys):

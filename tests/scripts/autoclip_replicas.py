@@ -6,6 +6,9 @@ TensorFlow starts. Used by tests/test_autoclip_distributed.py.
 
 import json
 import os
+import sys
+import tempfile
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -81,6 +84,29 @@ def step(replicas, policy, clipping):
     }
 
 
+def every_step():
+    """2 replicas, every_n_steps=1: the step scalars, read back."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from helpers import read_run
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        model = build()
+        model.compile(keras.optimizers.SGD(0.1), "mse")
+    log_dir = tempfile.mkdtemp()
+    history = model.fit(
+        X, Y, batch_size=8, epochs=2, shuffle=False, verbose=0,
+        callbacks=[AutoClip(log_dir=log_dir, every_n_steps=1)],
+    ).history  # fmt: skip
+    logged = read_run(Path(log_dir) / "autoclip")
+    norms = logged["autoclip/step_grad_norm"]
+    return {
+        "steps": sorted(norms),
+        "norms": [float(norms[s]) for s in sorted(norms)],
+        "max_norm": history["autoclip_max_norm"],
+    }
+
+
 if __name__ == "__main__":
     results = [
         step(replicas, policy, clipping)
@@ -92,4 +118,4 @@ if __name__ == "__main__":
         ]
     ]
     print(json.dumps({"threshold": THRESHOLD, "reference_norm": reference_norm(),
-                      "results": results}))  # fmt: skip
+                      "results": results, "every_step": every_step()}))  # fmt: skip

@@ -1,0 +1,216 @@
+"""AutoClip from the first step: early spikes clipped, a lost run stopped."""
+
+import logging
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from helpers import NpAutoClip
+from keras_gradwatch import AutoClip, _clipping
+
+pytestmark = pytest.mark.numeric
+
+# -- Spikes in the first steps ----------------------------------------------
+
+ADAPTIVE = {
+    "zscore": _clipping.ZScore(0.97, 2.5, 25),
+    "percentile": _clipping.Percentile(10.0, 1000),
+}
+
+
+def healthy_norms(steps=40):
+    """Norms of a healthy start: a falling trend with 20% noise."""
+    rng = np.random.default_rng(3)
+    return list(5.0 * np.exp(-np.arange(steps) / 30) * rng.uniform(0.8, 1.2, steps))
+
+
+def run_policy(policy, norms):
+    """Each step's factor, through the policy and the first-step hold."""
+    memory = _clipping.Memory(
+        tf.constant(0.0, tf.float64),
+        tf.constant(0.0, tf.float64),
+        tf.fill([policy.history_size], tf.constant(math.inf, tf.float64)),
+        tf.constant(0.0, tf.float64),
+    )
+    factors = []
+    for seen, norm in enumerate(norms):
+        bound, to, _, memory = policy(
+            memory, tf.constant(norm, tf.float64), tf.constant(True),
+            tf.constant(seen, tf.int64),
+        )  # fmt: skip
+        factor = float(to) / norm if norm > float(bound) else 1.0
+        factors.append(0.0 if seen == 0 else factor)
+    return factors
+
+
+@pytest.mark.parametrize("mode", ADAPTIVE)
+@pytest.mark.parametrize("step", range(2, 26))
+def test_a_spike_at_any_early_step_is_clipped(mode, step):
+    norms = healthy_norms()
+    typical = norms[step - 1]
+    norms[step - 1] = 1000 * typical
+    factors = run_policy(ADAPTIVE[mode], norms)
+    applied = factors[step - 1] * norms[step - 1]
+    # Brought down to a few typical norms at most.
+    assert applied < 10 * typical, (step, applied / typical)
+    reference = NpAutoClip(mode)
+    for norm, factor in zip(norms, factors, strict=True):
+        assert factor == pytest.approx(reference.factor(norm), rel=1e-9)
+
+
+@pytest.mark.parametrize("mode", ADAPTIVE)
+def test_healthy_start_is_not_clipped(mode):
+    factors = run_policy(ADAPTIVE[mode], healthy_norms(25))
+    assert factors[0] == 0.0  # measured only
+    if mode == "zscore":
+        assert factors[1:] == [1.0] * 24
+
+
+def test_zscore_follows_norms_that_have_moved():
+    """Norms ten times higher for good after warm-up: clipped at first, then
+    followed (most steps tripping means a move, not spikes); a spike in a
+    quarter of the steps is not followed."""
+    norms = healthy_norms(200)
+    moved = norms[:40] + [10 * n for n in norms[40:]]
+    factors = run_policy(ADAPTIVE["zscore"], moved)
+    assert min(factors[40:45]) < 0.5
+    assert factors[-50:] == [1.0] * 50
+    reference = NpAutoClip()
+    for norm, factor in zip(moved, factors, strict=True):
+        assert factor == pytest.approx(reference.factor(norm), rel=1e-9)
+
+    spiky = [1000 * n if i >= 40 and i % 4 == 0 else n for i, n in enumerate(norms)]
+    factors = run_policy(ADAPTIVE["zscore"], spiky)
+    assert all(f * n < 5 for f, n in zip(factors[40::4], spiky[40::4], strict=True))
+
+
+# -- End to end: the corrupted-labels run of the issue ------------------------
+
+
+def corrupted_labels(seed):
+    """2048 rows of a unit-variance regression; 8 labels times 1000."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(2048, 8)).astype("float32")
+    y = (x @ rng.normal(size=(8, 1)) / np.sqrt(8)).astype("float32")
+    corrupted = y.copy()
+    corrupted[rng.choice(2048, 8, replace=False)] *= 1000.0
+    return x, y, corrupted
+
+
+def relu_mlp(seed):
+    keras.utils.set_random_seed(seed)
+    relu = {"activation": "relu", "kernel_initializer": "he_uniform"}
+    model = keras.Sequential(
+        [keras.Input((8,))]
+        + [keras.layers.Dense(32, **relu) for _ in range(6)]
+        + [keras.layers.Dense(1)]
+    )
+    model.compile(keras.optimizers.SGD(0.01, momentum=0.9), "mse")
+    return model
+
+
+def finite(model):
+    return all(np.isfinite(w.numpy()).all() for w in model.weights)
+
+
+@pytest.mark.parametrize("mode", ["zscore", "percentile"])
+def test_corrupted_labels_train_with_defaults(mode):
+    x, y, labels = corrupted_labels(0)
+    plain = relu_mlp(0)
+    plain.fit(x, labels, batch_size=64, epochs=1, verbose=0)
+    assert not finite(plain) or np.mean((plain.predict(x, verbose=0) - y) ** 2) > 1
+
+    model = relu_mlp(0)
+    history = model.fit(x, labels, batch_size=64, epochs=20, verbose=0,
+                        callbacks=[AutoClip(mode)]).history  # fmt: skip
+    assert finite(model)
+    assert sum(history["autoclip_skipped_steps"]) == 0
+    mse = float(np.mean((model.predict(x, batch_size=2048, verbose=0) - y) ** 2))
+    assert mse < 0.3
+
+
+def test_spike_in_warmup_is_clipped_end_to_end():
+    """A sensor glitch in batch 5: clipped, and the run trains."""
+    x, y, _ = corrupted_labels(1)
+    x[5 * 64 + 7] *= 1000.0
+    model = relu_mlp(1)
+    history = model.fit(x, y, batch_size=64, epochs=2, shuffle=False, verbose=0,
+                        callbacks=[AutoClip()]).history  # fmt: skip
+    assert history["autoclip_clipped_steps"][0] >= 1
+    assert history["autoclip_max_norm"][0] > 100 * history["autoclip_threshold"][0]
+    assert finite(model)
+    clean = np.abs(x).max(axis=1) < 100
+    mse = float(np.mean((model.predict(x[clean], verbose=0) - y[clean]) ** 2))
+    assert mse < 0.3
+
+
+# -- A lost run stops, loudly -------------------------------------------------
+
+
+def test_all_nan_labels_stop_fit_with_an_error(caplog):
+    x, y, _ = corrupted_labels(2)
+    y[:] = np.nan
+    model = relu_mlp(2)
+    initial = [w.numpy().copy() for w in model.weights]
+    with caplog.at_level(logging.ERROR, logger="keras_gradwatch"):
+        history = model.fit(x, y, batch_size=64, epochs=20, verbose=0,
+                            callbacks=[AutoClip()]).history  # fmt: skip
+    assert len(history["loss"]) <= 2
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1
+    assert errors[0].name == "keras_gradwatch"
+    for word in ("lost", "Training stops", "data", "learning rate", "loss"):
+        assert word in errors[0].getMessage()
+    # No step was finite: the weights are the initial ones.
+    for w, before in zip(model.weights, initial, strict=True):
+        np.testing.assert_array_equal(w.numpy(), before)
+
+
+def test_run_lost_mid_epoch_keeps_the_last_good_weights(caplog):
+    """5 good batches, then NaN labels: stopped after LOST_RUN_STEPS."""
+    x = np.random.default_rng(4).normal(size=(64 * 150, 8)).astype("float32")
+    y = x[:, :1].copy()
+    y[5 * 64 :] = np.nan
+    model = relu_mlp(4)
+    good = relu_mlp(4)
+    good.fit(x[: 5 * 64], y[: 5 * 64], batch_size=64, shuffle=False, verbose=0,
+             callbacks=[AutoClip()])  # fmt: skip
+    with caplog.at_level(logging.ERROR, logger="keras_gradwatch"):
+        history = model.fit(x, y, batch_size=64, epochs=5, shuffle=False, verbose=0,
+                            callbacks=[AutoClip()]).history  # fmt: skip
+    assert len(history["loss"]) == 1
+    assert "the last 145 training step(s)" in caplog.text
+    for w, expected in zip(model.weights, good.weights, strict=True):
+        np.testing.assert_allclose(w.numpy(), expected.numpy(), rtol=1e-6)
+
+
+def test_recovering_run_is_not_stopped_and_switch_off_works(caplog):
+    x, y, _ = corrupted_labels(5)
+    x = x[: 64 * 4]
+    y = y[: 64 * 4].copy()
+    y[64 * 2] = np.nan  # one bad batch of four per epoch
+    model = relu_mlp(5)
+    with caplog.at_level(logging.WARNING, logger="keras_gradwatch"):
+        history = model.fit(x, y, batch_size=64, epochs=3, shuffle=False, verbose=0,
+                            callbacks=[AutoClip()]).history  # fmt: skip
+    assert len(history["loss"]) == 3
+    assert history["autoclip_skipped_steps"] == [1, 1, 1]
+    assert not [r for r in caplog.records if r.levelno == logging.ERROR]
+
+    y[:] = np.nan
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger="keras_gradwatch"):
+        history = relu_mlp(5).fit(
+            x, y, batch_size=64, epochs=3, verbose=0,
+            callbacks=[AutoClip(stop_on_lost_run=False)],
+        ).history  # fmt: skip
+    assert len(history["loss"]) == 3
+    assert "Training goes on (stop_on_lost_run=False)" in caplog.text
+
+
+def test_stop_on_lost_run_must_be_a_bool():
+    with pytest.raises(TypeError, match=r"`stop_on_lost_run` must be a bool.*'yes'"):
+        AutoClip(stop_on_lost_run="yes")
