@@ -14,7 +14,8 @@ def main(argv: list[str] | None = None) -> int:
     """Runs the ``gradwatch`` command; returns its exit status.
 
     ``gradwatch report LOGDIR`` prints, for every GradWatch run under LOGDIR,
-    one row per weight (input to output) and the diagnosis with remedies;
+    one row per weight (input to output) and the diagnosis with remedies,
+    and for every AutoClip run with per-step norms the steps that spiked;
     ``--json`` prints the same as JSON, ``--plot FILE`` also saves the
     gradient-flow picture (``.png``, ``.pdf`` or ``.svg``). Whatever the
     reader skipped or left out is said on stderr, one ``gradwatch: note:``
@@ -33,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
             "Reads every GradWatch run under LOGDIR (with the training loss of "
             "keras.callbacks.TensorBoard's train run and the weight changes "
             "of WeightNorms next to it) and reports the last gradient "
-            "statistics per weight, input to output, and the findings."
+            "statistics per weight, input to output, and the findings; and "
+            "the steps where AutoClip's per-step norm (every_n_steps) spiked."
         ),
     )
     report.add_argument("logdir", metavar="LOGDIR", help="TensorBoard log directory")
@@ -77,12 +79,18 @@ def _run(args: argparse.Namespace) -> int:
         return _fail(f"cannot read {_show(args.logdir)}: {error.strerror or error}")
     for note in loaded.notes:
         print(f"gradwatch: note: {_report.printable(note)}", file=sys.stderr)
-    if not loaded.runs:
+    if not loaded.runs and not loaded.clips:
         return _fail(
-            f"no GradWatch logs (grad_norm/... tags) under {_show(args.logdir)}; "
-            "point LOGDIR at the log_dir given to GradWatch."
+            f"no GradWatch logs (grad_norm/... tags) and no AutoClip step norms "
+            f"(autoclip/step_grad_norm) under {_show(args.logdir)}; point "
+            "LOGDIR at the log_dir given to GradWatch or AutoClip."
         )
-    if args.plot is not None:
+    if args.plot is not None and not loaded.runs:
+        print(
+            "gradwatch: note: no plot: the gradient flow needs GradWatch logs",
+            file=sys.stderr,
+        )
+    elif args.plot is not None:
         try:
             drawn = _report.plot(loaded.runs, args.plot)
         except ImportError as error:
@@ -103,7 +111,7 @@ def _run(args: argparse.Namespace) -> int:
         data = _report.to_json(loaded)
         print(json.dumps(data, allow_nan=False, separators=(",", ":")))
     else:
-        print(_report.table(loaded.runs), end="")
+        print(_report.table(loaded.runs, loaded.clips), end="")
     return 0
 
 

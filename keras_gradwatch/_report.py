@@ -12,18 +12,24 @@ Several event files in one run directory are joined by the sessions rule of
 Values outside their domain (a negative norm, a dead-unit fraction outside
 [0, 1], a negative or fractional count) are left out as invalid data, so
 they never become findings. Whatever was left out is said in `Report.notes`.
+
+Every directory whose events hold AutoClip's per-step norms
+(``autoclip/step_grad_norm``, written with ``every_n_steps``) is a clip run:
+the report lists the steps where the norm spiked, by the rule of
+`keras_gradwatch.spikes`.
 """
 
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from keras_gradwatch import _events, tags
+from keras_gradwatch import _events, spikes, tags
 from keras_gradwatch.diagnosis import Finding, Series, diagnose
 
 _STATS = (
@@ -46,6 +52,7 @@ _DOMAINS = {
     "grad_dead_units": "a fraction in [0, 1]",
     "grad_nonfinite": "a count, a whole number >= 0",
     "weight_change": "a ratio of norms, >= 0",
+    tags.AUTOCLIP_STEP_GRAD_NORM: "a norm, >= 0",
 }
 """What each value must be; NaN is valid where a NaN gradient makes it NaN."""
 
@@ -74,15 +81,30 @@ class RunData:
 
 
 @dataclass
+class ClipRun:
+    """AutoClip's per-step norms of one run directory, and their spikes."""
+
+    name: str
+    steps: np.ndarray
+    """Optimizer steps with a logged norm, ascending."""
+    spike_steps: np.ndarray
+    spike_norms: np.ndarray
+    spike_medians: np.ndarray
+    """The median of the norms before each spike, which it was judged against."""
+
+
+@dataclass
 class Report:
     """Every run found, and one line per thing that was skipped or left out."""
 
     runs: list[RunData] = field(default_factory=list)
+    clips: list[ClipRun] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
 def load(logdir: str | os.PathLike[str]) -> Report:
-    """Reads every GradWatch run under `logdir`, in path order, and diagnoses it.
+    """Reads every GradWatch run under `logdir`, in path order, and diagnoses
+    it; and every AutoClip run with per-step norms, and finds its spikes.
 
     A run still being written, or whose last record is cut short, is read up
     to its last complete record (and a note says so).
@@ -98,6 +120,10 @@ def load(logdir: str | os.PathLike[str]) -> Report:
     report = Report(notes=list(listing.notes))
     for directory, files in listing.runs.items():
         values = reader.read(directory, files)
+        if values.get(tags.AUTOCLIP_STEP_GRAD_NORM):
+            report.clips.append(
+                _clip_run(reader.name(directory), values[tags.AUTOCLIP_STEP_GRAD_NORM])
+            )
         paths = [
             t.split("/", 1)[1]
             for t in values
@@ -121,16 +147,32 @@ def load(logdir: str | os.PathLike[str]) -> Report:
     return report
 
 
+def _clip_run(name: str, norms: dict[int, float]) -> ClipRun:
+    steps = np.array(sorted(norms), dtype=np.int64)
+    series = np.array([norms[int(t)] for t in steps], dtype=np.float64)
+    finite = np.flatnonzero(np.isfinite(series))
+    at, medians = spikes.spike_positions(
+        series[finite], SPIKE_WINDOW, SPIKE_Z, SPIKE_FLOOR, SPIKE_MIN_POINTS
+    )
+    return ClipRun(name, steps, steps[finite][at], series[finite][at], medians)
+
+
+SPIKE_WINDOW, SPIKE_Z, SPIKE_FLOOR, SPIKE_MIN_POINTS = 50, 6.0, 0.1, 5
+"""`keras_gradwatch.spikes.find_spikes`' defaults: the rule the report uses."""
+MAX_SPIKES_SHOWN = 10
+"""Spikes listed per clip run in text; the JSON has them all."""
+
+
 def printable(text: str) -> str:
     """`text` with control and format characters escaped as in `repr`, so
     names from a log directory cannot move the cursor or repaint a terminal."""
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
-def table(runs: list[RunData]) -> str:
+def table(runs: list[RunData], clips: Sequence[ClipRun] = ()) -> str:
     """A plain-text report: per run, one row per weight (input to output) with
-    its last values, then the findings and what to try. Control characters
-    in names are escaped."""
+    its last values, then the findings and what to try; per clip run, its
+    spikes. Control characters in names are escaped."""
     lines = []
     for run in runs:
         s = run.series
@@ -157,7 +199,35 @@ def table(runs: list[RunData]) -> str:
         else:
             lines.append("  no findings")
         lines.append("")
+    for clip in clips:
+        lines.extend(_clip_lines(clip))
+        lines.append("")
     return "\n".join(printable(line) for line in lines)
+
+
+def _clip_lines(clip: ClipRun) -> list[str]:
+    count = clip.spike_steps.size
+    head = (
+        f"run {clip.name}: AutoClip's norm at {clip.steps.size} steps "
+        f"({_ranges(tuple(int(t) for t in clip.steps))}), "
+    )
+    if not count:
+        return [head + "no spikes"]
+    lines = [
+        head + f"{count} spike(s) above the median of the {SPIKE_WINDOW} "
+        f"norms before them (+ {SPIKE_Z:g} robust standard deviations):"
+    ]
+    for step, norm, median in zip(
+        clip.spike_steps[:MAX_SPIKES_SHOWN],
+        clip.spike_norms[:MAX_SPIKES_SHOWN],
+        clip.spike_medians[:MAX_SPIKES_SHOWN],
+        strict=True,
+    ):
+        times = f"{norm / median:.3g}x the median" if median > 0 else "median 0"
+        lines.append(f"  step {step}: norm {_fmt(norm)}, {times} {_fmt(median)}")
+    if count > MAX_SPIKES_SHOWN:
+        lines.append(f"  ... and {count - MAX_SPIKES_SHOWN} more (all in --json)")
+    return lines
 
 
 def to_json(report: Report) -> dict[str, Any]:
@@ -173,6 +243,22 @@ def to_json(report: Report) -> dict[str, Any]:
                 "findings": [finding.to_dict() for finding in run.findings],
             }
             for run in report.runs
+        ],
+        "autoclip": [
+            {
+                "run": clip.name,
+                "steps": int(clip.steps.size),
+                "spikes": [
+                    {"step": int(t), "norm": _json(n), "median_before": _json(m)}
+                    for t, n, m in zip(
+                        clip.spike_steps,
+                        clip.spike_norms,
+                        clip.spike_medians,
+                        strict=True,
+                    )
+                ],
+            }
+            for clip in report.clips
         ],
         "notes": list(report.notes),
     }
@@ -289,7 +375,7 @@ class _Reader:
         """Drops values outside their domain, with one note per tag prefix."""
         invalid: dict[str, int] = {}
         for tag, steps in values.items():
-            prefix = tag.split("/", 1)[0]
+            prefix = tag if tag in _DOMAINS else tag.split("/", 1)[0]
             if tag == tags.GLOBAL_NORM_TAG or prefix not in _DOMAINS:
                 continue
             bad = [step for step, v in steps.items() if not _in_domain(prefix, v)]
@@ -306,7 +392,10 @@ class _Reader:
 
 
 def _wanted(tag: str) -> bool:
-    return tag == _LOSS_TAG or tag.split("/", 1)[0] in (*_STATS, _WEIGHT_CHANGE)
+    return tag in (_LOSS_TAG, tags.AUTOCLIP_STEP_GRAD_NORM) or tag.split("/", 1)[0] in (
+        *_STATS,
+        _WEIGHT_CHANGE,
+    )
 
 
 def _in_domain(prefix: str, value: float) -> bool:

@@ -1,5 +1,6 @@
 """AutoClip(every_n_steps=N): every N-th step's norm and bound, in-graph."""
 
+import json
 from pathlib import Path
 
 import keras
@@ -8,6 +9,8 @@ import pytest
 
 from helpers import NpAutoClip, load_script, read_run
 from keras_gradwatch import AutoClip
+from keras_gradwatch._cli import main
+from keras_gradwatch.spikes import find_spikes
 
 # The benchmark's text model (b), as the issue asks.
 overhead = load_script(
@@ -98,3 +101,36 @@ def test_xla_is_refused_before_training(tmp_path):
 def test_every_n_steps_errors(kwargs, error, message):
     with pytest.raises(error, match=message):
         AutoClip(**kwargs)
+
+
+def test_report_shows_the_spikes(tmp_path, capsys):
+    """`gradwatch report` lists the steps where the logged norm spiked: those
+    `find_spikes` finds in the series TensorBoard's reader reads back, which
+    include the batches made to spike."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(8 * 60, 3)).astype("float32")
+    y = x.sum(axis=1, keepdims=True)
+    spiked = [20, 21, 45]  # batches, so optimizer steps (none is skipped)
+    for step in spiked:
+        x[8 * step : 8 * (step + 1)] *= 50.0
+    small_model().fit(
+        x, y, batch_size=8, epochs=1, shuffle=False, verbose=0,
+        callbacks=[AutoClip(log_dir=tmp_path, every_n_steps=1)],
+    )  # fmt: skip
+    norms = read_run(tmp_path / "autoclip")["autoclip/step_grad_norm"]
+    steps = sorted(norms)
+    want = find_spikes(steps, [float(norms[s]) for s in steps]).tolist()
+    assert set(spiked) <= set(want)
+
+    assert main(["report", str(tmp_path), "--json"]) == 0
+    (clip,) = json.loads(capsys.readouterr().out)["autoclip"]
+    assert clip["run"] == "autoclip"
+    assert clip["steps"] == len(steps)
+    assert [s["step"] for s in clip["spikes"]] == want
+    for spike in clip["spikes"]:
+        assert spike["norm"] == pytest.approx(float(norms[spike["step"]]))
+
+    assert main(["report", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert f"{len(want)} spike(s)" in text
+    assert all(f"step {s}: norm" in text for s in want)

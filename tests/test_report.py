@@ -141,7 +141,8 @@ def test_json_schema(logdir, capsys):
     out = capsys.readouterr().out
     assert out.count("\n") == 1  # compact: one line
     data = json.loads(out)
-    assert set(data) == {"runs", "notes"}
+    assert set(data) == {"runs", "autoclip", "notes"}
+    assert data["autoclip"] == []  # no AutoClip step norms in these logs
     assert data["notes"] == []
     relu, synthetic = data["runs"]
     assert set(relu) == {"run", "epochs", "weights", "findings"}

@@ -29,6 +29,33 @@ def test_spikes_in_a_noisy_falling_series():
     assert find_spikes(np.arange(500), spiky).tolist() == [40, 41, 300]
 
 
+def looped(norms, window=50, z=6.0, floor=0.1, min_points=5):
+    """The rule of the module docstring, one point at a time."""
+    found = []
+    for i in range(min_points, len(norms)):
+        before = norms[max(0, i - window) : i]
+        middle = np.median(before)
+        scale = max(1.4826 * np.median(np.abs(before - middle)), floor * middle)
+        if norms[i] > middle + z * scale:
+            found.append(i)
+    return found
+
+
+@pytest.mark.parametrize("window", [1, 7, 50])
+def test_blocks_judge_as_one_point_at_a_time(window):
+    """A long series (past one block of sliding windows) with bursts of
+    spikes: the vectorized rule finds exactly what the loop finds."""
+    rng = np.random.default_rng(window)
+    norms = np.exp(rng.normal(0, 0.3, 20_000))
+    norms[rng.choice(20_000, 300, replace=False)] *= rng.uniform(2, 1e3, 300)
+    want = looped(norms, window=window, min_points=min(5, window))
+    got = find_spikes(
+        np.arange(20_000), norms, window=window, min_points=min(5, window)
+    )
+    assert len(want) > 100
+    assert got.tolist() == want
+
+
 def test_edge_cases():
     assert find_spikes([], []).tolist() == []
     assert find_spikes([0], [1.0]).tolist() == []
