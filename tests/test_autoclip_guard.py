@@ -2,13 +2,13 @@
 
 import logging
 import math
+from pathlib import Path
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import NpAutoClip
+from helpers import NpAutoClip, load_script
 from keras_gradwatch import AutoClip, _clipping
 
 pytestmark = pytest.mark.numeric
@@ -90,26 +90,12 @@ def test_zscore_follows_norms_that_have_moved():
 # -- End to end: the corrupted-labels run of the issue ------------------------
 
 
-def corrupted_labels(seed):
-    """2048 rows of a unit-variance regression; 8 labels times 1000."""
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(2048, 8)).astype("float32")
-    y = (x @ rng.normal(size=(8, 1)) / np.sqrt(8)).astype("float32")
-    corrupted = y.copy()
-    corrupted[rng.choice(2048, 8, replace=False)] *= 1000.0
-    return x, y, corrupted
-
-
-def relu_mlp(seed):
-    keras.utils.set_random_seed(seed)
-    relu = {"activation": "relu", "kernel_initializer": "he_uniform"}
-    model = keras.Sequential(
-        [keras.Input((8,))]
-        + [keras.layers.Dense(32, **relu) for _ in range(6)]
-        + [keras.layers.Dense(1)]
-    )
-    model.compile(keras.optimizers.SGD(0.01, momentum=0.9), "mse")
-    return model
+# The benchmark's case (benchmarks/autoclip_early.py), so that the test and
+# the figures in benchmarks/README.md are about the same runs.
+EARLY = load_script(
+    Path(__file__).resolve().parent.parent / "benchmarks/autoclip_early.py"
+)
+corrupted_labels, relu_mlp = EARLY.corrupted_data, EARLY.corrupted_net
 
 
 def finite(model):
