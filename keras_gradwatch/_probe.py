@@ -68,9 +68,11 @@ class GradientProbe:
             self._loss_kwargs["training"] = training
         self.trace = Trace()
         self._present: list[int] = []  # see _run, under a tf_keras strategy
-        # AutoGraph on, as for Keras' own train function: user code such as
-        # an overridden `compute_loss` must trace here as it does in fit.
-        self._function = tf.function(self._run)
+        # AutoGraph as in Keras' own train function, so that user code (an
+        # overridden `call` or `compute_loss`) traces here as it does in fit:
+        # tf_keras converts it, Keras 3 does not (`do_not_convert`), which
+        # also spares converting every layer's code (~2x the trace time).
+        self._function = tf.function(self._run, autograph=_compat.is_tf_keras(model))
 
     def build(self, batch: Batch) -> None:
         """Traces the function for `batch`; model errors surface here."""

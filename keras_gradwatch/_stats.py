@@ -63,10 +63,11 @@ def _blocks(parts: Sequence[tf.Tensor]) -> _Blocks:
     dynamic: dict[int, tf.Tensor] = {}
     padding: dict[tuple[tf.DType, int], tf.Tensor] = {}
     buffers = []
+    flat_shape = tf.constant([-1])  # one constant for every reshape below
     for dtype, members in groups.items():
         pieces = []
         for i in members:
-            flat = tf.reshape(parts[i], [-1])
+            flat = tf.reshape(parts[i], flat_shape)
             n = flat.shape[0]
             if n is None:
                 size = tf.size(flat, out_type=tf.int32)
