@@ -12,6 +12,8 @@ Cases (each runs in a fresh process, so that its peak memory is its own):
   train step has set its peak.
 - ``many:N``: a subclassed model of N tiny ``Dense(4, tanh)`` layers (2N + 2
   weights); as above, against Keras' first trace of the train function.
+- ``stats:K``: the statistics alone, for K weights of shape (4, 4): graph
+  ops (placeholders left out) and trace time of `batch_stats`.
 - ``refit``: 20 one-epoch ``fit`` calls of the two-circles MLP with one
   GradWatch instance reused, interleaved with 20 without it; GradWatch's
   setup per fit is its ``on_train_begin`` + ``on_train_end`` + what its first
@@ -90,6 +92,8 @@ def summarize(case: str, r: dict[str, Any]) -> str:
             f"extra peak memory {r['extra_peak_mb']:.0f} MB; later pass "
             f"{r['gw_pass_ms']:.1f} ms, train step {r['train_step_ms']:.1f} ms"
         )
+    if case.startswith("stats:"):
+        return f"{r['ops']} ops, traced in {r['trace_s']:.2f} s"
     if case == "refit":
         later = r["setup_s"][1:]
         return (
@@ -125,6 +129,8 @@ def run_case(case: str, args: argparse.Namespace) -> dict[str, Any]:
         if case.startswith("many:"):
             layers = int(case.removeprefix("many:"))
             return trace_cost(many_dense(layers), points, tmp, args.rounds, False)
+        if case.startswith("stats:"):
+            return stats_graph(int(case.removeprefix("stats:")))
         if case == "refit":
             return refit(tmp, args.fits)
         if case == "circles":
@@ -197,6 +203,24 @@ def trace_cost(
         "gw_pass_ms": 1e3 * statistics.median(passes),
         "train_step_ms": 1e3 * statistics.median(steps),
     }
+
+
+def stats_graph(k: int) -> dict[str, Any]:
+    """Size and trace time of the statistics' graph for `k` small weights."""
+    import numpy as np
+    import tensorflow as tf
+
+    from keras_gradwatch import _stats
+
+    grads = [tf.constant(np.full((4, 4), i + 1.0, np.float32)) for i in range(k)]
+    function = tf.function(lambda g, w: _stats.batch_stats(g, w, 30), autograph=False)
+    start = time.perf_counter()
+    graph = function.get_concrete_function(grads, grads).graph.as_graph_def()
+    trace_s = time.perf_counter() - start
+    # The ops of both branches of a tf.cond live in the function library.
+    nodes = [n for n in graph.node if n.op != "Placeholder"]
+    ops = len(nodes) + sum(len(f.node_def) for f in graph.library.function)
+    return {"ops": ops, "trace_s": trace_s}
 
 
 def refit(tmp: str, fits: int) -> dict[str, Any]:

@@ -213,19 +213,22 @@ def batch_stats(
         to_weight, dead_units, nonfinite), and float64 ``[k, buckets, 3]``
         histograms in TensorBoard's ``[left, right, count]`` rows.
     """
-    parts, dense_sizes, units = [], [], []
-    for grad in grads:
+    parts, units = [], []
+    dense_sizes: dict[int, tf.Tensor] = {}  # of the sparse gradients
+    for i, grad in enumerate(grads):
+        values = grad
         if isinstance(grad, tf.IndexedSlices):
-            values, size = _distinct_rows(grad)
-        else:
-            values, size = grad, tf.size(grad, out_type=tf.int64)
+            values, dense_sizes[i] = _distinct_rows(grad)
         last = values.shape[-1] if values.shape.rank else 1
         units.append(last or 1)
         parts.append(values)
-        dense_sizes.append(size)
     g = _blocks(parts)
     w = _blocks(weights)
-    size = ops.stack(dense_sizes)
+    size = ops.cast(g.size, "int64")
+    if dense_sizes:
+        size = ops.scatter_update(
+            size, [[i] for i in dense_sizes], ops.stack(list(dense_sizes.values()))
+        )
     n_zeros = size - ops.cast(g.size, "int64")
 
     # Memory passes are the cost here, so the common case gets as few as
