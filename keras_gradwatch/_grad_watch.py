@@ -116,7 +116,8 @@ class GradWatch(EpochLogger):
         if getattr(self.model, "jit_compile", False) is True:
             logger.info(
                 "GradWatch: the model trains with XLA (jit_compile=True); the "
-                "held-out pass runs without it, as summaries cannot be compiled."
+                "held-out pass runs without it (its statistics have shapes XLA "
+                "cannot compile)."
             )
 
     def _build_probe(self, batch: _heldout.Batch) -> None:
@@ -150,11 +151,10 @@ class GradWatch(EpochLogger):
 
     def _log_epoch(self, epoch: int, logs: dict[str, Any] | None) -> None:
         assert self._probe is not None
-        assert self._records is not None
-        assert self._writer is not None
         assert self._batch is not None
-        stats, histograms, global_norm = self._probe(self._batch)
+        assert self._records is not None
         assert self._raw is not None
+        stats, histograms, global_norm = self._probe(self._batch)
         self._raw(
             epoch,
             self._records.serialize(np.append(stats.ravel(), global_norm), histograms),
@@ -193,11 +193,12 @@ class GradWatch(EpochLogger):
         """Logs the findings that are new since the previous logged epoch."""
         assert self._probe is not None
         try:
+            # One stack of the whole history, [epochs, weights, statistics]:
+            # this runs every logged epoch, over every epoch logged so far.
+            stacked = np.stack([s for _, s, _ in self._history])
             columns = {
-                name: np.stack(
-                    [s[:, tags.GRAD_SCALARS.index(name)] for _, s, _ in self._history]
-                )
-                for name in tags.GRAD_SCALARS
+                name: stacked[:, :, column]
+                for column, name in enumerate(tags.GRAD_SCALARS)
                 if name != "grad_max_abs"
             }
             series = diagnosis.Series(

@@ -4,20 +4,21 @@ Everything here is traced into the one ``tf.function`` a callback builds, so
 the functions take and return tensors and keep no state. The units and edge
 cases are those documented in :mod:`keras_gradwatch.tags`.
 
-The graph does not grow with the number of weights beyond one reshape per
-weight. Every weight is flattened and zero-padded to whole blocks of
-`BLOCK` elements, and all of them are concatenated into one ``[blocks,
-BLOCK]`` buffer (one copy of every gradient, and one of every weight: the
-memory price of a constant-size graph). Each statistic is then a row
-reduction over the buffer (vectorized, and exact enough in float32 over 128
-elements) followed by a float64 segment sum or max over the few row results,
-keyed by the weight each block belongs to. Histograms take one bucket index
-per element, computed with the arithmetic of ``tf.histogram_fixed_width``
-from its weight's range, and one ``bincount`` over ``weight * buckets +
-bucket``; dead units take one global unit id per element and one
-``bincount``. Segment operations over elements, which TensorFlow's CPU
-kernels run one element at a time, are avoided. The padding zeros are kept
-out of every result.
+The graph does not grow with the number of weights beyond one reshape of
+each gradient and weight. Every one is flattened and zero-padded to whole
+rows of `BLOCK` elements, and all are concatenated into one ``[rows,
+BLOCK]`` buffer: one copy of every gradient, and one of every weight, held
+for the length of the pass (the memory price of a graph of fixed size).
+Each statistic is then a row reduction over the buffer (vectorized, and
+accurate in float32 over 128 elements) followed by a float64 segment sum or
+max over the few row results, keyed by the weight each row belongs to.
+Histograms take one bucket index per element, computed with the arithmetic
+of ``tf.histogram_fixed_width`` from its weight's range, and one
+``bincount`` over ``weight * buckets + bucket``. Dead units fold each
+weight's rows onto the period of its unit pattern (a row-wise segment max)
+and take one ``bincount`` over global unit ids. Segment operations over
+single elements, which TensorFlow's CPU kernels run one element at a time
+(~10 ns each), are avoided. The padding zeros are kept out of every result.
 
 The statistics are written with ``keras.ops``; the sparse-gradient handling
 and the branch are TensorFlow's.
@@ -42,7 +43,7 @@ class _Blocks(NamedTuple):
     values: tf.Tensor  # [rows, BLOCK] float32
     owner: tf.Tensor  # [rows] int32: the tensor each row belongs to
     offset: tf.Tensor  # [rows] int32: index of the row's first element in it
-    size: tf.Tensor  # [k] int32: elements of each tensor
+    size: tf.Tensor  # [k] int32: elements of each tensor (below 2**31)
     parts: int  # k
 
 
