@@ -448,8 +448,31 @@ def weight_stats(
         float64 ``[k, buckets, 3]`` histograms of the weights, or None when
         `buckets` is None.
     """
+    stats, histograms, _ = weight_stats_laid_out(
+        weights, _blocks(previous).values, buckets
+    )
+    return stats, histograms
+
+
+@tf.autograph.experimental.do_not_convert
+def block_layout(parts: Sequence[tf.Tensor]) -> tf.Tensor:
+    """`parts` in the one zero-padded ``[rows, BLOCK]`` float32 buffer that
+    the statistics reduce; a snapshot kept in this form is not laid out again.
+    """
+    return _blocks(parts).values
+
+
+@tf.autograph.experimental.do_not_convert
+def weight_stats_laid_out(
+    weights: Sequence[tf.Tensor], before: tf.Tensor, buckets: int | None
+) -> tuple[tf.Tensor, tf.Tensor | None, tf.Tensor]:
+    """`weight_stats` against a `block_layout` of the previous weights.
+
+    Returns:
+        The statistics and histograms of `weight_stats`, and the
+        `block_layout` of `weights`, the next snapshot.
+    """
     w = _blocks(weights)
-    before = _blocks(previous).values
     sum_abs = ops.sum(ops.abs(w.values), axis=1)
     squares = ops.sum(ops.square(w.values), axis=1)
     moved = ops.sum(ops.abs(w.values - before), axis=1)
@@ -480,9 +503,9 @@ def weight_stats(
     relative = ops.where(change == 0.0, 0.0, change / l1)
     stats = ops.stack([l1, l2, relative], axis=1)
     if buckets is None:
-        return stats, None
+        return stats, None, w.values
     all_finite = ops.all(ops.isfinite(sum_abs))
-    return stats, _value_histograms(w, all_finite, buckets)
+    return stats, _value_histograms(w, all_finite, buckets), w.values
 
 
 def _value_histograms(w: _Blocks, all_finite: tf.Tensor, buckets: int) -> tf.Tensor:

@@ -130,10 +130,10 @@ class _Pass:
 
     def __init__(self, weights: list[Any], buckets: int | None) -> None:
         self.weights = weights
-        self.previous = [
-            tf.Variable(_compat.read(w), trainable=False, name="previous")
-            for w in weights
-        ]
+        # The snapshot is kept laid out as the statistics read it: comparing
+        # with it, and refreshing it, then takes no copy and one assign.
+        self._layout = tf.function(self._read_layout)
+        self.previous = tf.Variable(self._layout(), trainable=False, name="previous")
         self._buckets = buckets
         paths = unique_paths(weights)
         histogram_paths = [] if buckets is None else paths
@@ -161,8 +161,11 @@ class _Pass:
 
     def snapshot(self) -> None:
         """Makes the weights as they are now the previous ones."""
-        for previous, weight in zip(self.previous, self.weights, strict=True):
-            previous.assign(_compat.read(weight))
+        self.previous.assign(self._layout())
+
+    @tf.autograph.experimental.do_not_convert
+    def _read_layout(self) -> tf.Tensor:
+        return _stats.block_layout([_compat.read(w) for w in self.weights])
 
     def __call__(self) -> tuple[np.ndarray, np.ndarray]:
         stats, histograms = self._function()
@@ -171,12 +174,11 @@ class _Pass:
     @tf.autograph.experimental.do_not_convert
     def _run(self) -> tuple[tf.Tensor, tf.Tensor]:
         values = [_compat.read(w) for w in self.weights]
-        stats, histograms = _stats.weight_stats(
-            values, [p.value() for p in self.previous], self._buckets
+        stats, histograms, layout = _stats.weight_stats_laid_out(
+            values, self.previous.value(), self._buckets
         )
         if histograms is None:
             histograms = tf.zeros([0, 1, 3], tf.float64)
         with tf.control_dependencies([stats, histograms]):
-            for p, v in zip(self.previous, values, strict=True):
-                p.assign(v)
+            self.previous.assign(layout)
         return tf.identity(stats), tf.identity(histograms)
