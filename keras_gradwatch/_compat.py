@@ -51,6 +51,17 @@ def read(variable: Any) -> tf.Tensor:
     return tf.convert_to_tensor(variable)
 
 
+def compiled_loss(model: Any) -> Any:
+    """The loss object `compile` builds (None before `compile`).
+
+    A new one per `compile`, so a traced pass that captured it can tell a
+    recompiled model.
+    """
+    if is_tf_keras(model):
+        return getattr(model, "compiled_loss", None)
+    return getattr(model, "_compile_loss", None)
+
+
 def metric_variables(model: Any) -> list[Any]:
     if is_tf_keras(model):
         return [v for metric in model.metrics for v in metric.variables]

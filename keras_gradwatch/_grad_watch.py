@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from keras_gradwatch import _heldout, _validation, diagnosis, tags
+from keras_gradwatch import _heldout, _summary, _validation, diagnosis, tags
 from keras_gradwatch._callback import EpochLogger, logger
 from keras_gradwatch._probe import GradientProbe
 
@@ -30,7 +30,9 @@ class GradWatch(EpochLogger):
     Tags, units and edge cases are documented in `keras_gradwatch.tags`.
 
     The forward pass, tape, statistics and histograms of all weights run in
-    one `tf.function`, traced once in `on_train_begin` and reused. After each
+    one `tf.function`, traced in the first `on_train_begin` and reused, also
+    by later `fit` calls, until the model's trainable variables or its
+    compiled loss change; each `fit` writes its own event file. After each
     logged epoch the rules of `keras_gradwatch.diagnosis` run over the
     epochs logged so far in this `fit` (with the training loss from the epoch
     logs) and every new finding is logged as one warning on the
@@ -98,6 +100,8 @@ class GradWatch(EpochLogger):
         self._diagnosing = diagnose
         self._nonfinite: set[str] = set()
         self._probe: GradientProbe | None = None
+        self._records: _summary.Records | None = None
+        self._raw: _summary.RawWriter | None = None
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         _validation.compiled(self.model)
@@ -107,23 +111,9 @@ class GradWatch(EpochLogger):
         self._history, self._findings = [], []
         self._diagnosing = self.diagnose
         self._nonfinite = set()
-        writer = self._open_writer()
-        self._probe = GradientProbe(
-            self.model,
-            writer,
-            buckets=self.buckets,
-            training=self.training,
-            description=(
-                "Gradient of the compiled loss on the held-out batch "
-                f"({self._batch.rows} samples, training={self.training}), "
-                "at the end of the epoch."
-            ),
-        )
-        try:
-            self._probe.build(self._batch)
-        except Exception as error:
-            self._close()
-            raise ValueError(self._cannot_evaluate(error)) from error
+        self._raw = _summary.RawWriter(self._open_writer())
+        if self._probe is None or not self._probe.matches(self.model):
+            self._build_probe(self._batch)
         self._say_skipped()
         if not self.model.trainable_weights:
             logger.warning(
@@ -133,13 +123,45 @@ class GradWatch(EpochLogger):
         if getattr(self.model, "jit_compile", False) is True:
             logger.info(
                 "GradWatch: the model trains with XLA (jit_compile=True); the "
-                "held-out pass runs without it, as summaries cannot be compiled."
+                "held-out pass runs without it (its statistics have shapes XLA "
+                "cannot compile)."
             )
+
+    def _build_probe(self, batch: _heldout.Batch) -> None:
+        """Traces the pass for the model as it is now; model errors surface here."""
+        self._probe = self._records = None
+        probe = GradientProbe(self.model, buckets=self.buckets, training=self.training)
+        try:
+            probe.build(batch)
+        except Exception as error:
+            self._close()
+            raise ValueError(self._cannot_evaluate(error)) from error
+        paths = probe.trace.paths
+        self._records = _summary.Records(
+            scalar_tags=[
+                *(tags.tag(prefix, p) for p in paths for prefix in tags.GRAD_SCALARS),
+                tags.GLOBAL_NORM_TAG,
+            ],
+            histogram_tags=[tags.tag(tags.GRAD_HISTOGRAM, path) for path in paths],
+            buckets=self.buckets,
+            description=(
+                "Gradient of the compiled loss on the held-out batch "
+                f"({batch.rows} samples, training={self.training}), "
+                "at the end of the epoch."
+            ),
+        )
+        self._probe = probe
 
     def _log_epoch(self, epoch: int, logs: dict[str, Any] | None) -> None:
         assert self._probe is not None
         assert self._batch is not None
-        stats, global_norm = self._probe(self._batch, epoch)
+        assert self._records is not None
+        assert self._raw is not None
+        stats, histograms, global_norm = self._probe(self._batch)
+        self._raw(
+            epoch,
+            self._records.serialize(np.append(stats.ravel(), global_norm), histograms),
+        )
         if logs is not None:
             logs[tags.LOGS_GRAD_NORM] = global_norm
         if self._diagnosing:
@@ -174,11 +196,12 @@ class GradWatch(EpochLogger):
         """Logs the findings that are new since the previous logged epoch."""
         assert self._probe is not None
         try:
+            # One stack of the whole history, [epochs, weights, statistics]:
+            # this runs every logged epoch, over every epoch logged so far.
+            stacked = np.stack([s for _, s, _ in self._history])
             columns = {
-                name: np.stack(
-                    [s[:, tags.GRAD_SCALARS.index(name)] for _, s, _ in self._history]
-                )
-                for name in tags.GRAD_SCALARS
+                name: stacked[:, :, column]
+                for column, name in enumerate(tags.GRAD_SCALARS)
                 if name != "grad_max_abs"
             }
             series = diagnosis.Series(
@@ -200,10 +223,6 @@ class GradWatch(EpochLogger):
                 finding.remedy,
             )
         self._findings = findings
-
-    def _close(self) -> None:
-        super()._close()
-        self._probe = None
 
     def _cannot_evaluate(self, error: Exception) -> str:
         """One message for a held-out batch the model cannot take: the cause

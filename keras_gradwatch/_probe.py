@@ -1,20 +1,22 @@
-"""Held-out batch -> gradients of the compiled loss -> statistics -> summaries.
+"""Held-out batch -> gradients of the compiled loss -> statistics.
 
-The whole path is one `tf.function`, traced once per `fit` and reused every
-logged epoch: the epoch arrives as a tensor, the batch is the same tensors.
+The whole path is one `tf.function`, traced once and reused every logged
+epoch and across `fit` calls while the model, its trainable variables and
+its compiled loss stay the same (`GradientProbe.key`). It returns the
+numbers; writing them is the callback's, so the function holds no writer.
 """
 
 from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_gradwatch import _compat, _stats, _summary, tags
+from keras_gradwatch import _compat, _stats, tags
 from keras_gradwatch._heldout import Batch
 
 
@@ -28,73 +30,80 @@ class Trace:
     """Trainable weights the loss does not depend on (gradient None)."""
 
 
-class GradientProbe:
-    """Computes, writes and returns the gradient statistics of one batch."""
+class Result(NamedTuple):
+    """One pass: rows are the weights of `Trace.paths`."""
 
-    def __init__(
-        self,
-        model: keras.Model,
-        writer: tf.summary.SummaryWriter,
-        *,
-        buckets: int,
-        training: bool,
-        description: str,
-    ) -> None:
+    stats: np.ndarray
+    """float64 ``[k, 6]``, columns as in `tags.GRAD_SCALARS`."""
+    histograms: np.ndarray
+    """float64 ``[k, buckets, 3]``."""
+    global_norm: float
+
+
+def key(model: Any) -> tuple[Any, ...]:
+    """What a traced pass depends on besides the batch, compared by identity.
+
+    The trainable variables (a new, unfrozen or frozen one changes the list)
+    and what `compile` makes (the loss and the optimizer, whose loss scale
+    the pass reads) are captured when the function is traced.
+    """
+    return (
+        model,
+        *model.trainable_weights,
+        getattr(model, "optimizer", None),
+        _compat.compiled_loss(model),
+    )
+
+
+class GradientProbe:
+    """Computes and returns the gradient statistics of one batch."""
+
+    def __init__(self, model: keras.Model, *, buckets: int, training: bool) -> None:
         self._model = model
-        self._writer = writer
         self._buckets = buckets
         self._training = training
-        self._description = description
+        self.key = key(model)
         self._loss_kwargs = {}
         if "training" in inspect.signature(model.compute_loss).parameters:
             self._loss_kwargs["training"] = training
         self.trace = Trace()
         self._present: list[int] = []  # see _run, under a tf_keras strategy
-        # AutoGraph on, as for Keras' own train function: user code such as
-        # an overridden `compute_loss` must trace here as it does in fit.
-        self._function = tf.function(self._run)
+        # AutoGraph as in Keras' own train function, so that user code (an
+        # overridden `call` or `compute_loss`) traces here as it does in fit:
+        # tf_keras converts it, Keras 3 does not (`do_not_convert`), which
+        # also spares converting every layer's code (~2x the trace time).
+        self._function = tf.function(self._run, autograph=_compat.is_tf_keras(model))
 
     def build(self, batch: Batch) -> None:
-        """Traces the function for `batch` and runs it once without writing.
+        """Traces the function for `batch` and runs it once.
 
         Tracing finds what the graph can see (shapes, missing inputs, a
         missing loss); the run finds what only data shows (strings where
         numbers belong, embedding ids out of range), so both surface here,
         before training, rather than at the end of the first epoch.
         """
-        self._function.get_concrete_function(
-            batch.x,
-            batch.y,
-            batch.sample_weight,
-            tf.TensorSpec([], tf.int64),
-            tf.TensorSpec([], tf.bool),
-        )
-        self._function(
-            batch.x,
-            batch.y,
-            batch.sample_weight,
-            tf.constant(0, tf.int64),
-            tf.constant(False),
+        self._function.get_concrete_function(batch.x, batch.y, batch.sample_weight)
+        self._function(batch.x, batch.y, batch.sample_weight)
+
+    def matches(self, model: keras.Model) -> bool:
+        """Whether the traced pass still fits `model` as it is now."""
+        now = key(model)
+        return len(now) == len(self.key) and all(
+            a is b for a, b in zip(now, self.key, strict=True)
         )
 
-    def __call__(self, batch: Batch, step: int) -> tuple[np.ndarray, float]:
-        """Runs the traced function; returns per-weight stats and global norm."""
-        stats, global_norm = self._function(
-            batch.x,
-            batch.y,
-            batch.sample_weight,
-            tf.constant(step, tf.int64),
-            tf.constant(True),
+    def __call__(self, batch: Batch) -> Result:
+        """Runs the traced function on `batch`."""
+        stats, histograms, global_norm = self._function(
+            batch.x, batch.y, batch.sample_weight
         )
-        return stats.numpy(), float(global_norm.numpy())
+        return Result(stats.numpy(), histograms.numpy(), float(global_norm.numpy()))
 
     @property
     def tracing_count(self) -> int:
         return int(self._function.experimental_get_tracing_count())
 
-    def _run(
-        self, x: Any, y: Any, sample_weight: Any, step: tf.Tensor, record: tf.Tensor
-    ) -> Any:
+    def _run(self, x: Any, y: Any, sample_weight: Any) -> Any:
         model = self._model
         weights = list(model.trainable_weights)
         strategy = getattr(model, "distribute_strategy", None)
@@ -117,7 +126,7 @@ class GradientProbe:
                 grads[i] = strategy.experimental_local_results(grad)[0] * replicas
         else:
             grads = self._gradients(x, y, sample_weight, weights)
-        return self._measure_and_write(weights, grads, step, record)
+        return self._measure(weights, grads)
 
     def _gradients(
         self,
@@ -164,13 +173,9 @@ class GradientProbe:
         return [tf.convert_to_tensor(grads[i]) for i in present]
 
     @tf.autograph.experimental.do_not_convert
-    def _measure_and_write(
-        self,
-        weights: list[keras.Variable],
-        grads: list[Any],
-        step: tf.Tensor,
-        record: tf.Tensor,
-    ) -> tuple[tf.Tensor, tf.Tensor]:
+    def _measure(
+        self, weights: list[keras.Variable], grads: list[Any]
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """Our own part of the trace: nothing for AutoGraph to convert."""
         trace = Trace()
         present = []
@@ -190,20 +195,8 @@ class GradientProbe:
             matrix = tf.zeros([0, len(tags.GRAD_SCALARS)], tf.float64)
             histograms = tf.zeros([0, self._buckets, 3], tf.float64)
         global_norm = tf.norm(matrix[:, tags.GRAD_SCALARS.index("grad_norm")])
-
-        description = self._description
-        with self._writer.as_default(step=step), tf.summary.record_if(record):
-            for row, path in enumerate(trace.paths):
-                _summary.histogram(
-                    tags.tag(tags.GRAD_HISTOGRAM, path), histograms[row], description
-                )
-                for column, prefix in enumerate(tags.GRAD_SCALARS):
-                    _summary.scalar(
-                        tags.tag(prefix, path), matrix[row, column], description
-                    )
-            _summary.scalar(tags.GLOBAL_NORM_TAG, global_norm, description)
         self.trace = trace
-        return matrix, global_norm
+        return matrix, histograms, global_norm
 
 
 def _unscaled_gradients(

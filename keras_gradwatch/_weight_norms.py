@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 
 from keras_gradwatch import _compat, _stats, _summary, _validation, tags
@@ -33,8 +34,10 @@ class WeightNorms(EpochLogger):
     epoch): the change
     cannot be recovered from the norms alone, and the optimizer's own state
     does not hold the past weights. Everything runs in one `tf.function`,
-    traced once per `fit`. A failure while training is logged and turns the
-    callback off for the rest of `fit`; it never stops training.
+    traced once and reused by later `fit` calls while the trainable
+    variables stay the same; each `fit` writes its own event file. A failure
+    while training is logged and turns the callback off for the rest of
+    `fit`; it never stops training.
 
     Example:
 
@@ -72,8 +75,8 @@ class WeightNorms(EpochLogger):
         super().__init__(log_dir, freq=freq, run=run)
         self.histograms = _validation.boolean("histograms", histograms)
         self.buckets = _validation.positive_int("buckets", buckets)
-        self._function: Any = None
-        self._snapshot: list[tuple[tf.Variable, Any]] = []
+        self._pass: _Pass | None = None
+        self._raw: _summary.RawWriter | None = None
         self._snapshot_due = False
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
@@ -82,45 +85,10 @@ class WeightNorms(EpochLogger):
         if not weights:
             logger.warning("WeightNorms: the model has no trainable weights.")
             return
-        writer = self._open_writer()
-        paths = unique_paths(weights)
-        previous = [
-            tf.Variable(_compat.read(w), trainable=False, name="previous")
-            for w in weights
-        ]
-        buckets = self.buckets if self.histograms else None
-        description = (
-            "Trainable weights at the end of the epoch; weight_change is "
-            "relative to the previous logged epoch."
-        )
-
-        @tf.autograph.experimental.do_not_convert
-        def log(step: tf.Tensor) -> tf.Tensor:
-            values = [_compat.read(w) for w in weights]
-            stats, histograms = _stats.weight_stats(
-                values, [p.value() for p in previous], buckets
-            )
-            with writer.as_default(step=step):
-                for row, path in enumerate(paths):
-                    if histograms is not None:
-                        _summary.histogram(
-                            tags.tag(tags.WEIGHT_HISTOGRAM, path),
-                            histograms[row],
-                            description,
-                        )
-                    for column, prefix in enumerate(tags.WEIGHT_SCALARS):
-                        _summary.scalar(
-                            tags.tag(prefix, path), stats[row, column], description
-                        )
-            with tf.control_dependencies([stats]):
-                for p, v in zip(previous, values, strict=True):
-                    p.assign(v)
-            return stats
-
-        self._snapshot = list(zip(previous, weights, strict=True))
+        self._raw = _summary.RawWriter(self._open_writer())
+        if self._pass is None or not self._pass.matches(weights):
+            self._pass = _Pass(weights, self.buckets if self.histograms else None)
         self._snapshot_due = True
-        self._function = tf.function(log)
-        self._function.get_concrete_function(tf.TensorSpec([], tf.int64))
         frozen = _validation.frozen_layers(self.model)
         if frozen:
             logger.info(
@@ -129,12 +97,11 @@ class WeightNorms(EpochLogger):
             )
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        if self._function is None or not self._snapshot_due:
+        if self._writer is None or self._pass is None or not self._snapshot_due:
             return
         self._snapshot_due = False
         try:
-            for previous, weight in self._snapshot:
-                previous.assign(_compat.read(weight))
+            self._pass.snapshot()
         except Exception:
             logger.exception(
                 "WeightNorms could not take its snapshot and is off for this fit; "
@@ -143,9 +110,75 @@ class WeightNorms(EpochLogger):
             self._close()
 
     def _log_epoch(self, epoch: int, logs: dict[str, Any] | None) -> None:
-        self._function(tf.constant(epoch, tf.int64))
+        assert self._pass is not None
+        assert self._raw is not None
+        stats, histograms = self._pass()
+        self._raw(epoch, self._pass.records.serialize(stats, histograms))
 
-    def _close(self) -> None:
-        super()._close()
-        self._function = None
-        self._snapshot = []
+
+class _Pass:
+    """The traced pass over one list of weights, and its snapshot.
+
+    Traced once, and reused by later `fit` calls while the trainable
+    variables are the same objects in the same order.
+    """
+
+    _DESCRIPTION = (
+        "Trainable weights at the end of the epoch; weight_change is "
+        "relative to the previous logged epoch."
+    )
+
+    def __init__(self, weights: list[Any], buckets: int | None) -> None:
+        self.weights = weights
+        # The snapshot is kept laid out as the statistics read it: comparing
+        # with it, and refreshing it, then takes no copy and one assign.
+        self._layout = tf.function(self._read_layout)
+        self.previous = tf.Variable(self._layout(), trainable=False, name="previous")
+        self._buckets = buckets
+        paths = unique_paths(weights)
+        histogram_paths = [] if buckets is None else paths
+        self.records = _summary.Records(
+            scalar_tags=[
+                tags.tag(prefix, p) for p in paths for prefix in tags.WEIGHT_SCALARS
+            ],
+            histogram_tags=[
+                tags.tag(tags.WEIGHT_HISTOGRAM, p) for p in histogram_paths
+            ],
+            buckets=buckets or 1,
+            description=self._DESCRIPTION,
+        )
+        self._function = tf.function(self._run)
+        self._function.get_concrete_function()
+
+    def matches(self, weights: list[Any]) -> bool:
+        return len(weights) == len(self.weights) and all(
+            a is b for a, b in zip(weights, self.weights, strict=True)
+        )
+
+    @property
+    def tracing_count(self) -> int:
+        return int(self._function.experimental_get_tracing_count())
+
+    def snapshot(self) -> None:
+        """Makes the weights as they are now the previous ones."""
+        self.previous.assign(self._layout())
+
+    @tf.autograph.experimental.do_not_convert
+    def _read_layout(self) -> tf.Tensor:
+        return _stats.block_layout([_compat.read(w) for w in self.weights])
+
+    def __call__(self) -> tuple[np.ndarray, np.ndarray]:
+        stats, histograms = self._function()
+        return stats.numpy(), histograms.numpy()
+
+    @tf.autograph.experimental.do_not_convert
+    def _run(self) -> tuple[tf.Tensor, tf.Tensor]:
+        values = [_compat.read(w) for w in self.weights]
+        stats, histograms, layout = _stats.weight_stats_laid_out(
+            values, self.previous.value(), self._buckets
+        )
+        if histograms is None:
+            histograms = tf.zeros([0, 1, 3], tf.float64)
+        with tf.control_dependencies([stats, histograms]):
+            self.previous.assign(layout)
+        return tf.identity(stats), tf.identity(histograms)

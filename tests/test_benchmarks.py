@@ -67,3 +67,16 @@ def test_report_benchmark_runs(tmp_path, capsys):
     }
     assert 0 < result["peak_rss_max_mb"] < 250
     assert "| wall time |" in capsys.readouterr().out
+
+
+def test_setup_cost_benchmark_runs(capsys):
+    cases = ["stats:3", "transformer1", "refit", "circles"]
+    results = load("setup_cost").main(
+        ["--cases", ",".join(cases), "--rounds", "1", "--epochs", "2", "--fits", "2"]
+    )
+    assert set(results) == set(cases)
+    assert results["stats:3"]["ops"] > 0
+    assert len(results["transformer1"]["gw_setup_s"]) == 1
+    assert results["refit"]["traces"] == 1  # one trace for both fits
+    assert len(results["circles"]["ratios"]) == 1
+    assert "GradWatch setup per fit" in capsys.readouterr().out

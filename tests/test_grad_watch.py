@@ -205,7 +205,7 @@ def test_non_finite_gradients_are_counted_and_reported(tmp_path, caplog, diagnos
 
 
 def test_a_failing_monitor_never_stops_training(tmp_path, caplog, monkeypatch):
-    def broken(self, batch, step):
+    def broken(self, batch):
         raise OSError("No space left on device")
 
     monkeypatch.setattr(_probe.GradientProbe, "__call__", broken)
@@ -291,3 +291,85 @@ def test_duplicate_weight_paths_get_distinct_tags():
     layer = Twice()
     layer.build((1,))
     assert _probe.unique_paths(layer.trainable_weights) == ["twice/w", "twice/w_1"]
+
+
+class Traces(keras.callbacks.Callback):
+    """Records, at every fit's end, which probe GradWatch used and its traces."""
+
+    def __init__(self, watch):
+        super().__init__()
+        self.watch = watch
+        self.seen = []
+
+    def on_train_end(self, logs=None):
+        self.seen.append((self.watch._probe, self.watch._probe.tracing_count))
+
+
+def test_traced_once_across_fits_with_an_event_file_per_fit(tmp_path):
+    m, watch = mlp(), GradWatch(tmp_path, held_out=(X[:16], Y[:16]))
+    spy = Traces(watch)
+    norms = []
+    for fit in range(3):
+        m.fit(
+            X, Y, epochs=2 * fit + 2, initial_epoch=2 * fit, verbose=0,
+            callbacks=[spy, watch],
+        )  # fmt: skip
+        norms.append(np_global_norm(traced_gradients(m, X[:16], Y[:16])))
+    assert len({probe for probe, _ in spy.seen}) == 1
+    assert [count for _, count in spy.seen] == [1, 1, 1]
+    run = tmp_path / tags.DEFAULT_RUN
+    assert len(list(run.glob("events.out.tfevents.*"))) == 3
+    logged = read_run(run)[tags.GLOBAL_NORM_TAG]
+    assert sorted(logged) == list(range(6))
+    # The last epoch of each fit, against the weights that fit left.
+    np.testing.assert_allclose([logged[s] for s in (1, 3, 5)], norms, rtol=1e-5)
+
+
+KINDS = (tags.GRAD_HISTOGRAM, *tags.GRAD_SCALARS)
+
+
+def frozen_first_layer():
+    m = mlp()
+    m.layers[0].trainable = False
+    m.compile("sgd", "mse")
+    return m
+
+
+@pytest.mark.parametrize("change", ["recompile", "unfreeze", "new_model"])
+def test_a_changed_model_is_traced_again(change, tmp_path):
+    m = frozen_first_layer()
+    watch = GradWatch(tmp_path, held_out=(X[:16], Y[:16]))
+    spy = Traces(watch)
+    m.fit(X, Y, epochs=1, verbose=0, callbacks=[spy, watch])
+    if change == "recompile":
+        m.compile(keras.optimizers.SGD(0.5), "mae")
+    elif change == "unfreeze":
+        m.layers[0].trainable = True
+        m.compile("sgd", "mse")
+    else:
+        m = frozen_first_layer()
+    m.fit(X, Y, epochs=2, initial_epoch=1, verbose=0, callbacks=[spy, watch])
+    assert spy.seen[0][0] is not spy.seen[1][0]
+    assert [count for _, count in spy.seen] == [1, 1]
+    logged = read_run(tmp_path / tags.DEFAULT_RUN)
+    reference = traced_gradients(m, X[:16], Y[:16])
+    second = {t for t, steps in logged.items() if 1 in steps and "kernel" in t}
+    assert second == {f"{k}/{p}" for p in reference if "kernel" in p for k in KINDS}
+    np.testing.assert_allclose(
+        logged[tags.GLOBAL_NORM_TAG][1], np_global_norm(reference), rtol=1e-5
+    )
+
+
+def test_twenty_fits_trace_nothing_again(tmp_path, caplog):
+    m, watch = mlp(), GradWatch(tmp_path, held_out=(X[:16], Y[:16]))
+    spy = Traces(watch)
+    with caplog.at_level(logging.WARNING):
+        for fit in range(20):
+            m.fit(
+                X, Y, epochs=fit + 1, initial_epoch=fit, verbose=0,
+                callbacks=[spy, watch],
+            )  # fmt: skip
+    assert {count for _, count in spy.seen} == {1}
+    assert len({probe for probe, _ in spy.seen}) == 1
+    assert "retracing" not in caplog.text
+    assert len(list((tmp_path / tags.DEFAULT_RUN).glob("events.*"))) == 20

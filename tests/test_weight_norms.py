@@ -261,19 +261,29 @@ class CountTracing(keras.callbacks.Callback):
         self.norms, self.counts = norms, []
 
     def on_train_end(self, logs=None):
-        self.counts.append(self.norms._function.experimental_get_tracing_count())
+        self.counts.append((self.norms._pass, self.norms._pass.tracing_count))
 
 
-def test_traced_once_per_fit(tmp_path):
+def test_traced_once_across_fits(tmp_path):
     norms = WeightNorms(tmp_path)
     count = CountTracing(norms)
     model = mlp()
     model.fit(XS, YS, epochs=4, verbose=0, callbacks=[count, norms])
     model.fit(XS, YS, epochs=6, initial_epoch=4, verbose=0, callbacks=[count, norms])
-    assert count.counts == [1, 1]
-    assert sorted(
-        read_run(tmp_path / tags.WEIGHTS_RUN)["weight_l2/sequential/dense/kernel"]
-    ) == list(range(6))
+    assert [traces for _, traces in count.counts] == [1, 1]
+    assert len({p for p, _ in count.counts}) == 1  # the same traced pass
+    run = tmp_path / tags.WEIGHTS_RUN
+    assert len(list(run.glob("events.out.tfevents.*"))) == 2
+    assert sorted(read_run(run)["weight_l2/sequential/dense/kernel"]) == list(range(6))
+    # Unfreezing a layer changes the trainable variables: traced again.
+    model.layers[0].trainable = False
+    model.compile("sgd", "mse")
+    model.fit(XS, YS, epochs=7, initial_epoch=6, verbose=0, callbacks=[count, norms])
+    assert count.counts[2][0] is not count.counts[1][0]
+    assert "weight_l2/sequential/dense/kernel" in read_run(run)
+    assert sorted(read_run(run)["weight_l2/sequential/dense_1/kernel"]) == list(
+        range(7)
+    )
 
 
 def test_failure_is_logged_and_training_goes_on(tmp_path, caplog):
