@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from keras_gradwatch import _heldout, _summary, _validation, diagnosis, tags
+from keras_gradwatch import _heldout, _rules, _summary, _validation, tags
 from keras_gradwatch._callback import EpochLogger, logger
 from keras_gradwatch._probe import GradientProbe
 
@@ -95,8 +95,7 @@ class GradWatch(EpochLogger):
         self.buckets = _validation.positive_int("buckets", buckets)
         self.diagnose = _validation.boolean("diagnose", diagnose)
         self._batch: _heldout.Batch | None = None
-        self._history: list[tuple[int, np.ndarray, float]] = []
-        self._findings: list[diagnosis.Finding] = []
+        self._diagnoser: _rules.Diagnoser | None = None
         self._diagnosing = diagnose
         self._nonfinite: set[str] = set()
         self._probe: GradientProbe | None = None
@@ -108,12 +107,13 @@ class GradWatch(EpochLogger):
         if self._batch is None:
             self._batch = _heldout.take(self.held_out, self.max_samples)
             self._say_capped(self._batch)
-        self._history, self._findings = [], []
         self._diagnosing = self.diagnose
         self._nonfinite = set()
         self._raw = _summary.RawWriter(self._open_writer())
         if self._probe is None or not self._probe.matches(self.model):
             self._build_probe(self._batch)
+        assert self._probe is not None
+        self._diagnoser = _rules.Diagnoser(self._probe.trace.paths)
         self._say_skipped()
         if not self.model.trainable_weights:
             logger.warning(
@@ -165,9 +165,7 @@ class GradWatch(EpochLogger):
         if logs is not None:
             logs[tags.LOGS_GRAD_NORM] = global_norm
         if self._diagnosing:
-            loss = (logs or {}).get("loss", math.nan)
-            self._history.append((epoch, stats, float(loss)))
-            self._diagnose()
+            self._diagnose(epoch, stats, logs or {})
         if not self._diagnosing:  # off, or just turned off by a failure
             self._say_nonfinite(epoch, stats)
 
@@ -192,37 +190,34 @@ class GradWatch(EpochLogger):
             )
         self._nonfinite = set(nonfinite)
 
-    def _diagnose(self) -> None:
-        """Logs the findings that are new since the previous logged epoch."""
-        assert self._probe is not None
+    def _diagnose(self, epoch: int, stats: np.ndarray, logs: dict[str, Any]) -> None:
+        """Feeds the epoch to the rules; logs the findings new with it. The
+        rules keep running state, so this costs the same every epoch."""
+        assert self._diagnoser is not None
+        column = {name: stats[:, i] for i, name in enumerate(tags.GRAD_SCALARS)}
         try:
-            # One stack of the whole history, [epochs, weights, statistics]:
-            # this runs every logged epoch, over every epoch logged so far.
-            stacked = np.stack([s for _, s, _ in self._history])
-            columns = {
-                name: stacked[:, :, column]
-                for column, name in enumerate(tags.GRAD_SCALARS)
-                if name != "grad_max_abs"
-            }
-            series = diagnosis.Series(
-                epochs=np.array([e for e, _, _ in self._history]),
-                paths=self._probe.trace.paths,
-                loss=np.array([loss for _, _, loss in self._history]),
-                **columns,
+            loss = logs.get("loss")
+            row = _rules.Row(
+                epoch=epoch,
+                grad_norm=column["grad_norm"],
+                grad_to_weight=column["grad_to_weight"],
+                grad_dead_units=column["grad_dead_units"],
+                grad_nonfinite=column["grad_nonfinite"],
+                loss=math.nan if loss is None else float(loss),
+                loss_logged=loss is not None,
             )
-            findings = diagnosis.diagnose(series)
+            findings = self._diagnoser.update(row)
         except Exception:
             logger.exception("GradWatch's diagnosis failed; it is off for this fit.")
             self._diagnosing = False
             return
-        for finding in diagnosis.new_findings(self._findings, findings):
+        for finding in findings:
             logger.warning(
                 "GradWatch diagnosis, epoch %d: %s Try: %s",
-                self._history[-1][0],
+                epoch,
                 finding.message,
                 finding.remedy,
             )
-        self._findings = findings
 
     def _cannot_evaluate(self, error: Exception) -> str:
         """One message for a held-out batch the model cannot take: the cause

@@ -42,6 +42,12 @@ _STATS = (
 """The GradWatch scalars the rules read (see `keras_gradwatch.tags`)."""
 _WEIGHT_CHANGE = "weight_change"
 """WeightNorms' relative change per logged epoch (see `keras_gradwatch.tags`)."""
+_WEIGHT_L2 = "weight_l2"
+"""WeightNorms' ‖w‖₂: a non-finite one counts as non-finite weights."""
+_WEIGHT_NONFINITE = "weight_nonfinite"
+_LAYER_STATS = ("act_grad_norm", "time_grad_ratio")
+"""GradWatch's per-layer scalars the rules read; the layers are those with
+an ``act_grad_norm``, in the order they were written (forward order)."""
 _LOSS_RUN, _LOSS_TAG = "train", "epoch_loss"
 """Where ``keras.callbacks.TensorBoard`` puts the training loss."""
 
@@ -52,6 +58,10 @@ _DOMAINS = {
     "grad_dead_units": "a fraction in [0, 1]",
     "grad_nonfinite": "a count, a whole number >= 0",
     "weight_change": "a ratio of norms, >= 0",
+    "weight_l2": "a norm, >= 0",
+    "weight_nonfinite": "a count, a whole number >= 0",
+    "act_grad_norm": "a norm, >= 0",
+    "time_grad_ratio": "a ratio of norms, >= 0",
     tags.AUTOCLIP_STEP_GRAD_NORM: "a norm, >= 0",
 }
 """What each value must be; NaN is valid where a NaN gradient makes it NaN."""
@@ -394,14 +404,17 @@ class _Reader:
 def _wanted(tag: str) -> bool:
     return tag in (_LOSS_TAG, tags.AUTOCLIP_STEP_GRAD_NORM) or tag.split("/", 1)[0] in (
         *_STATS,
+        *_LAYER_STATS,
         _WEIGHT_CHANGE,
+        _WEIGHT_L2,
+        _WEIGHT_NONFINITE,
     )
 
 
 def _in_domain(prefix: str, value: float) -> bool:
     if prefix == "grad_dead_units":
         return 0.0 <= value <= 1.0
-    if prefix == "grad_nonfinite":
+    if prefix in ("grad_nonfinite", "weight_nonfinite"):
         return math.isfinite(value) and value >= 0 and value == int(value)
     return math.isnan(value) or value >= 0
 
@@ -413,28 +426,54 @@ def _series(
     epochs: list[int],
     reader: _Reader,
 ) -> Series:
-    loss = change = None
+    loss = logged = change = nonfinite = None
+    if any(f"{_WEIGHT_NONFINITE}/{p}" in values for p in paths):
+        nonfinite = _grid(values, _WEIGHT_NONFINITE, paths, epochs)
     for run, files in ((directory, None), *_siblings(directory, reader.notes)):
         found = values if files is None else reader.read(run, files)
         if os.path.basename(run) == _LOSS_RUN and _LOSS_TAG in found:
+            logged = np.array([e in found[_LOSS_TAG] for e in epochs])
             loss = np.array([found[_LOSS_TAG].get(e, np.nan) for e in epochs])
         if change is None and any(f"{_WEIGHT_CHANGE}/{p}" in found for p in paths):
             change = _grid(found, _WEIGHT_CHANGE, paths, epochs)
+            if nonfinite is None:
+                # WeightNorms' norm: 1 where it was logged non-finite, else 0.
+                norm = _grid(found, _WEIGHT_L2, paths, epochs, missing=-1.0)
+                nonfinite = np.where(norm == -1.0, np.nan, ~np.isfinite(norm))
+    prefix = f"{_LAYER_STATS[0]}/"
+    layers = [t[len(prefix) :] for t in values if t.startswith(prefix)]
     return Series(
         epochs=np.array(epochs, dtype=np.int64),
         paths=paths,
-        **{prefix: _grid(values, prefix, paths, epochs) for prefix in _STATS},
+        grad_norm=_grid(values, "grad_norm", paths, epochs),
+        grad_mean_abs=_grid(values, "grad_mean_abs", paths, epochs),
+        grad_to_weight=_grid(values, "grad_to_weight", paths, epochs),
+        grad_dead_units=_grid(values, "grad_dead_units", paths, epochs),
+        grad_nonfinite=_grid(values, "grad_nonfinite", paths, epochs),
         weight_change=change,
+        weight_nonfinite=nonfinite,
         loss=loss,
+        loss_logged=logged,
+        layers=layers,
+        act_grad_norm=_grid(values, "act_grad_norm", layers, epochs)
+        if layers
+        else None,
+        time_grad_ratio=(
+            _grid(values, "time_grad_ratio", layers, epochs) if layers else None
+        ),
     )
 
 
 def _grid(
-    values: Values, prefix: str, paths: list[str], epochs: list[int]
+    values: Values,
+    prefix: str,
+    paths: list[str],
+    epochs: list[int],
+    missing: float = math.nan,
 ) -> np.ndarray:
-    """``[epochs, paths]``, NaN where nothing was logged; built per logged
-    value, not per cell."""
-    grid = np.full((len(epochs), len(paths)), np.nan)
+    """``[epochs, paths]``, `missing` where nothing was logged; built per
+    logged value, not per cell."""
+    grid = np.full((len(epochs), len(paths)), missing)
     row = {e: i for i, e in enumerate(epochs)}
     for j, path in enumerate(paths):
         for epoch, value in values.get(f"{prefix}/{path}", {}).items():

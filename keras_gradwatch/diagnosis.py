@@ -78,11 +78,14 @@ References:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from keras_gradwatch import _rules
 
 __all__ = ["KINDS", "Finding", "Series", "Thresholds", "diagnose", "new_findings"]
 
@@ -103,6 +106,14 @@ _REMEDIES = {
         "Lower the learning rate and clip gradients (AutoClip skips NaN/Inf "
         "steps); check inputs and labels "
         "for NaN/Inf and the loss for log(0) or division by zero."
+    ),
+    "vanishing_time": (
+        "Use LSTM or GRU instead of SimpleRNN, shorter sequences (truncated "
+        "backpropagation through time), or attention over the sequence."
+    ),
+    "saturated": (
+        "Scale the inputs, use Glorot init (not large uniform weights), batch "
+        "normalization before the activation, or ReLU-family activations."
     ),
     "dead_units": (
         "Use leaky ReLU, He init and a lower learning rate; check for large "
@@ -170,6 +181,14 @@ class Thresholds:
             earlier value that counts as exploding over time. Defaults to 1e3.
         exploding_grad_to_weight: ...provided its gradient/weight ratio is at
             least this. Defaults to 1.0.
+        signal_vanishing: A layer's backward signal (``act_grad_norm``) below
+            this fraction of a later layer's is vanishing. Defaults to 1e-3.
+        signal_exploding: Above this multiple of a later layer's, it is
+            exploding. Defaults to 1e3.
+        time_vanishing: A recurrent layer's ``time_grad_ratio`` (first over
+            last time step) below this is vanishing through time. Defaults
+            to 1e-3.
+        time_exploding: Above this, exploding through time. Defaults to 1e3.
         dead_fraction: Fraction of a kernel's units with zero gradient that
             counts as dead. Defaults to 0.7.
         stall_loss: Relative loss improvement below which the loss counts as
@@ -191,6 +210,10 @@ class Thresholds:
     exploding_ratio: float = 1e2
     exploding_growth: float = 1e3
     exploding_grad_to_weight: float = 1.0
+    signal_vanishing: float = 1e-3
+    signal_exploding: float = 1e3
+    time_vanishing: float = 1e-3
+    time_exploding: float = 1e3
     dead_fraction: float = 0.7
     stall_loss: float = 1e-3
     stall_window: int = 5
@@ -205,6 +228,16 @@ class Thresholds:
                 f"Received: vanishing_ratio={self.vanishing_ratio}, "
                 f"exploding_ratio={self.exploding_ratio}"
             )
+        for low, high in (
+            ("signal_vanishing", "signal_exploding"),
+            ("time_vanishing", "time_exploding"),
+        ):
+            if not 0 < getattr(self, low) < 1 < getattr(self, high) < math.inf:
+                raise ValueError(
+                    f"Thresholds need 0 < {low} < 1 < {high}. "
+                    f"Received: {low}={getattr(self, low)}, "
+                    f"{high}={getattr(self, high)}"
+                )
         if not 0 < self.dead_fraction <= 1:
             raise ValueError(
                 "Thresholds need 0 < dead_fraction <= 1. "
@@ -233,11 +266,11 @@ class Thresholds:
 
 @dataclass
 class Series:
-    """What was logged for one run: arrays over logged epochs and weights.
+    """What was logged for one run: arrays over logged epochs, weights, layers.
 
     NaN means "not logged". Weight arrays are ``[T, K]``: ``T`` logged epochs
     (`epochs`), ``K`` weights (`paths`, input to output, the order of
-    ``model.trainable_weights``).
+    ``model.trainable_weights``). Layer arrays are ``[T, L]`` over `layers`.
 
     Args:
         epochs: The logged epochs, ``[T]`` ints, increasing.
@@ -249,13 +282,24 @@ class Series:
         grad_nonfinite: Count of NaN and ±Inf gradient elements.
         weight_change: ‖w − w_prev‖₁ / ‖w‖₁ since the previous logged epoch
             (WeightNorms), or None.
+        weight_nonfinite: Count of NaN and ±Inf weight elements (GradWatch),
+            or 1 where WeightNorms logged a non-finite norm; or None.
         loss: The training loss at each logged epoch, ``[T]``, or None.
+        loss_logged: ``[T]`` bools: where `loss` was logged, so that a logged
+            NaN tells itself from a missing value. Defaults to where `loss`
+            is not NaN.
         kernels: ``[K]`` bools: which weights the layer-wise rules look at.
             Defaults to the paths whose last part ends in ``kernel`` (dense,
             conv, recurrent kernels) or is ``embeddings``: biases and
             normalization parameters have noisy, scale-free gradients. An
             embedding's gradient/weight ratio is diluted by the rows a batch
             does not touch.
+        layers: Paths of the layers whose backward signal was logged, in
+            forward order, ``[L]``. Defaults to none.
+        act_grad_norm: ‖∂L/∂y‖₂ of each layer's output, ``[T, L]``, or None.
+        time_grad_ratio: Per recurrent layer, first over last time step's
+            input gradient norm, ``[T, L]`` (NaN for other layers), or None.
+        activations: Layer path -> name of its activation, where known.
 
     Raises:
         ValueError: the shapes do not fit together.
@@ -269,28 +313,40 @@ class Series:
     grad_dead_units: np.ndarray
     grad_nonfinite: np.ndarray
     weight_change: np.ndarray | None = None
+    weight_nonfinite: np.ndarray | None = None
     loss: np.ndarray | None = None
+    loss_logged: np.ndarray | None = None
     kernels: np.ndarray | None = None
+    layers: list[str] = field(default_factory=list)
+    act_grad_norm: np.ndarray | None = None
+    time_grad_ratio: np.ndarray | None = None
+    activations: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.epochs = np.asarray(self.epochs, dtype=np.int64).reshape(-1)
         self.paths = list(self.paths)
+        self.layers = list(self.layers)
+        self.activations = dict(self.activations)
         shape = (self.epochs.size, len(self.paths))
-        for name in (
-            "grad_norm",
-            "grad_mean_abs",
-            "grad_to_weight",
-            "grad_dead_units",
-            "grad_nonfinite",
-            "weight_change",
+        by_layer = (self.epochs.size, len(self.layers))
+        for name, expected, what in (
+            ("grad_norm", shape, "weights"),
+            ("grad_mean_abs", shape, "weights"),
+            ("grad_to_weight", shape, "weights"),
+            ("grad_dead_units", shape, "weights"),
+            ("grad_nonfinite", shape, "weights"),
+            ("weight_change", shape, "weights"),
+            ("weight_nonfinite", shape, "weights"),
+            ("act_grad_norm", by_layer, "layers"),
+            ("time_grad_ratio", by_layer, "layers"),
         ):
             value = getattr(self, name)
             if value is None:
                 continue
             array = np.asarray(value, dtype=np.float64)
-            if array.shape != shape:
+            if array.shape != expected:
                 raise ValueError(
-                    f"Series.{name} must have shape [epochs, weights] = {shape}. "
+                    f"Series.{name} must have shape [epochs, {what}] = {expected}. "
                     f"Received: shape {array.shape}"
                 )
             setattr(self, name, array)
@@ -300,6 +356,13 @@ class Series:
                 raise ValueError(
                     f"Series.loss must have shape [epochs] = {shape[:1]}. "
                     f"Received: shape {self.loss.shape}"
+                )
+        if self.loss_logged is not None:
+            self.loss_logged = np.asarray(self.loss_logged, dtype=bool)
+            if self.loss is None or self.loss_logged.shape != shape[:1]:
+                raise ValueError(
+                    f"Series.loss_logged must have shape [epochs] = {shape[:1]}, "
+                    "with a loss."
                 )
         if self.kernels is None:
             self.kernels = np.array([_is_kernel(p) for p in self.paths], dtype=bool)
@@ -316,6 +379,31 @@ class Series:
         assert self.kernels is not None  # set by __post_init__
         return np.flatnonzero(self.kernels)
 
+    def row(self, t: int) -> _rules.Row:
+        """What was logged at the `t`-th logged epoch, for the rules."""
+        from keras_gradwatch import _rules
+
+        def at(values: np.ndarray | None) -> np.ndarray | None:
+            return None if values is None else values[t]
+
+        loss = math.nan if self.loss is None else float(self.loss[t])
+        logged = not math.isnan(loss)
+        if self.loss is not None and self.loss_logged is not None:
+            logged = bool(self.loss_logged[t])
+        return _rules.Row(
+            epoch=int(self.epochs[t]),
+            grad_norm=self.grad_norm[t],
+            grad_to_weight=self.grad_to_weight[t],
+            grad_dead_units=self.grad_dead_units[t],
+            grad_nonfinite=self.grad_nonfinite[t],
+            loss=loss,
+            loss_logged=logged,
+            weight_change=at(self.weight_change),
+            weight_nonfinite=at(self.weight_nonfinite),
+            act_grad_norm=at(self.act_grad_norm),
+            time_grad_ratio=at(self.time_grad_ratio),
+        )
+
 
 def diagnose(series: Series, *, thresholds: Thresholds | None = None) -> list[Finding]:
     """Applies every rule to `series`; returns its findings in `KINDS` order.
@@ -331,17 +419,20 @@ def diagnose(series: Series, *, thresholds: Thresholds | None = None) -> list[Fi
         series: What was logged.
         thresholds: The rules' thresholds. Defaults to `Thresholds()`.
     """
-    th = Thresholds() if thresholds is None else thresholds
+    from keras_gradwatch import _rules  # the rules need the types above
+
     if series.epochs.size == 0 or not series.paths:
         return []
-    causes = [
-        *_vanishing(series, th),
-        *_exploding(series, th),
-        *_non_finite(series),
-        *_dead_units(series, th),
-    ]
-    # A stall with a cause is reported as its cause.
-    return causes or _stalled(series, th)
+    diagnoser = _rules.Diagnoser(
+        series.paths,
+        series.kernels,
+        series.layers,
+        series.activations,
+        thresholds,
+    )
+    for t in range(series.epochs.size):
+        diagnoser.feed(series.row(t))
+    return diagnoser.findings()
 
 
 def new_findings(
@@ -359,293 +450,6 @@ def new_findings(
 def _is_kernel(path: str) -> bool:
     name = path.rsplit("/", 1)[-1]
     return name.endswith("kernel") or name == "embeddings"
-
-
-def _vanishing(s: Series, th: Thresholds) -> list[Finding]:
-    columns, relative = _relative_to_output(s)
-    if not columns.size:
-        return []
-    alive = s.grad_to_weight[:, columns] > 0
-    holds = alive & (relative < th.vanishing_ratio)
-    flagged, epochs = _persistent(s, holds, th)
-    if not flagged.any():
-        return []
-    evidence = _evidence(
-        s, "relative_grad_to_weight", relative, holds, columns, flagged, np.min
-    )
-    worst = min(evidence.values())
-    _add_weight_change(s, evidence, holds, columns, flagged)
-    output = s.paths[s.kernel_columns()[-1]]
-    moved = [v for k, v in evidence.items() if k.startswith("weight_change/")]
-    still = f"; their weights change {min(moved):.1e} per logged epoch" if moved else ""
-    return [
-        Finding(
-            "vanishing",
-            _names(s, columns[flagged]),
-            epochs,
-            {**evidence, "threshold": th.vanishing_ratio},
-            f"Gradients vanish toward the input: {_list(s, columns[flagged])} "
-            f"get down to {worst:.1e} of the gradient/weight ratio of {output}"
-            f"{still}.",
-            _REMEDIES["vanishing"],
-        )
-    ]
-
-
-def _exploding(s: Series, th: Thresholds) -> list[Finding]:
-    return [*_exploding_toward_input(s, th), *_exploding_over_time(s, th)]
-
-
-def _exploding_toward_input(s: Series, th: Thresholds) -> list[Finding]:
-    columns, relative = _relative_to_output(s)
-    holds = np.isfinite(relative) & (relative > th.exploding_ratio)
-    flagged, epochs = _persistent(s, holds, th)
-    if not flagged.any():
-        return []
-    evidence = _evidence(
-        s, "relative_grad_to_weight", relative, holds, columns, flagged, np.max
-    )
-    output = s.paths[s.kernel_columns()[-1]]
-    worst = max(evidence.values())
-    return [
-        Finding(
-            "exploding",
-            _names(s, columns[flagged]),
-            epochs,
-            {**evidence, "threshold": th.exploding_ratio},
-            f"Gradients explode toward the input: {_list(s, columns[flagged])} "
-            f"reach {worst:.1e} times the gradient/weight ratio of {output}.",
-            _REMEDIES["exploding"],
-        )
-    ]
-
-
-def _exploding_over_time(s: Series, th: Thresholds) -> list[Finding]:
-    columns = s.kernel_columns()
-    norm = s.grad_norm[:, columns]
-    growth = norm / _earlier_min(norm)
-    holds = (
-        np.isfinite(growth)
-        & (growth >= th.exploding_growth)
-        & (s.grad_to_weight[:, columns] >= th.exploding_grad_to_weight)
-    )
-    if s.loss is not None:
-        best_before = _earlier_min(s.loss[:, None])[:, 0]
-        holds &= ~(s.loss < best_before)[:, None]
-    flagged, epochs = _persistent(s, holds, th)
-    if not flagged.any():
-        return []
-    evidence = _evidence(s, "grad_norm_growth", growth, holds, columns, flagged, np.max)
-    worst = max(evidence.values())
-    loss = "" if s.loss is None else " while the loss stopped improving"
-    return [
-        Finding(
-            "exploding",
-            _names(s, columns[flagged]),
-            epochs,
-            {**evidence, "threshold": th.exploding_growth},
-            f"Gradient norms of {_list(s, columns[flagged])} grew "
-            f"{worst:.1e}-fold over the epochs{loss}.",
-            _REMEDIES["exploding"],
-        )
-    ]
-
-
-def _non_finite(s: Series) -> list[Finding]:
-    holds = s.grad_nonfinite > 0
-    columns = np.flatnonzero(holds.any(axis=0))
-    if not columns.size:
-        return []
-    rows = holds.any(axis=1)
-    first = int(s.epochs[rows][0])
-    evidence = {
-        f"grad_nonfinite/{s.paths[c]}": float(np.nanmax(s.grad_nonfinite[:, c]))
-        for c in columns
-    }
-    return [
-        Finding(
-            "non_finite",
-            _names(s, columns),
-            tuple(int(e) for e in s.epochs[rows]),
-            {**evidence, "first_epoch": float(first)},
-            f"NaN/Inf gradients from epoch {first} on, in {_list(s, columns)}.",
-            _REMEDIES["non_finite"],
-        )
-    ]
-
-
-def _dead_units(s: Series, th: Thresholds) -> list[Finding]:
-    columns = s.kernel_columns()
-    if not columns.size:
-        return []
-    norm = s.grad_norm[:, columns]
-    logged = np.isfinite(norm)
-    collapsed = logged.any(axis=1) & np.all(~logged | (norm == 0), axis=1)
-    if collapsed.sum() >= _needed(s.epochs.size, th):
-        epochs = tuple(int(e) for e in s.epochs[collapsed])
-        return [
-            Finding(
-                "dead_units",
-                _names(s, columns),
-                epochs,
-                {"collapsed_epochs": float(len(epochs))},
-                "Every kernel's gradient is zero: the network has collapsed "
-                "(dead ReLUs or a constant output).",
-                _REMEDIES["dead_units"],
-            )
-        ]
-    dead = s.grad_dead_units[:, columns]
-    holds = dead >= th.dead_fraction
-    flagged, epochs = _persistent(s, holds, th)
-    if not flagged.any():
-        return []
-    evidence = _evidence(s, "grad_dead_units", dead, holds, columns, flagged, np.max)
-    worst = max(evidence.values())
-    return [
-        Finding(
-            "dead_units",
-            _names(s, columns[flagged]),
-            epochs,
-            {**evidence, "threshold": th.dead_fraction},
-            f"Up to {worst:.0%} of the units of {_list(s, columns[flagged])} "
-            "get no gradient at all (dying ReLU).",
-            _REMEDIES["dead_units"],
-        )
-    ]
-
-
-def _stalled(s: Series, th: Thresholds) -> list[Finding]:
-    if s.loss is None:
-        return []
-    improvement = _loss_improvement(s.loss, th.stall_window)
-    columns = s.kernel_columns()
-    # The measured update where WeightNorms logged one, else the gradient's size.
-    change = s.grad_to_weight[:, columns]
-    measured = np.zeros(change.shape, dtype=bool)
-    if s.weight_change is not None:
-        measured = np.isfinite(s.weight_change[:, columns])
-        change = np.where(measured, s.weight_change[:, columns], change)
-    limit = np.where(measured, th.stall_update, th.stall_grad_to_weight)
-    holds = (improvement < th.stall_loss)[:, None] & (change < limit)
-    defined = int(np.isfinite(improvement).sum())
-    flagged, epochs = _persistent(s, holds, th, available=defined)
-    # Only a stall that lasts to the last logged epoch: a plateau that
-    # training has left behind is history, not a verdict.
-    flagged &= holds[-1]
-    if not flagged.any():
-        return []
-    evidence = {}
-    for j in np.flatnonzero(flagged):
-        t = np.flatnonzero(holds[:, j])[-1]
-        name = "weight_change" if measured[t, j] else "grad_to_weight"
-        evidence[f"{name}/{s.paths[columns[j]]}"] = float(change[t, j])
-    last = np.flatnonzero(holds[:, flagged].any(axis=1))[-1]
-    return [
-        Finding(
-            "stalled",
-            _names(s, columns[flagged]),
-            epochs,
-            {**evidence, "loss_improvement": float(improvement[last])},
-            f"The loss improved by {max(improvement[last], 0.0):.2%} over the last "
-            f"{th.stall_window} logged epochs while {_list(s, columns[flagged])} "
-            "barely change: training has stalled (or converged).",
-            _REMEDIES["stalled"],
-        )
-    ]
-
-
-def _relative_to_output(s: Series) -> tuple[np.ndarray, np.ndarray]:
-    """Kernels but the last, and their gradient/weight ratio over the last's."""
-    kernels = s.kernel_columns()
-    if kernels.size < 2:
-        return kernels[:0], np.empty((s.epochs.size, 0))
-    ratio = s.grad_to_weight[:, kernels]
-    reference = ratio[:, -1:]
-    usable = np.isfinite(reference) & (reference > 0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        relative = np.where(usable, ratio[:, :-1] / reference, np.nan)
-    return kernels[:-1], relative
-
-
-def _earlier_min(values: np.ndarray) -> np.ndarray:
-    """Per column, the smallest positive finite value of the earlier rows."""
-    positive = np.where(np.isfinite(values) & (values > 0), values, np.inf)
-    running = np.minimum.accumulate(positive, axis=0)
-    return np.vstack([np.full((1, values.shape[1]), np.inf), running[:-1]])
-
-
-def _loss_improvement(loss: np.ndarray, window: int) -> np.ndarray:
-    """Relative improvement of the best loss of the last `window` logged epochs
-    on the best before them; NaN where there is not enough history."""
-    improvement = np.full(loss.shape, np.nan)
-    for t in range(window, loss.size):
-        before, recent = loss[: t - window + 1], loss[t - window + 1 : t + 1]
-        if np.isfinite(before).any() and np.isfinite(recent).any():
-            best = np.nanmin(before)
-            improvement[t] = (best - np.nanmin(recent)) / max(abs(best), 1e-12)
-    return improvement
-
-
-def _needed(available: int, th: Thresholds) -> int:
-    return max(1, min(th.min_epochs, available))
-
-
-def _persistent(
-    s: Series, holds: np.ndarray, th: Thresholds, available: int | None = None
-) -> tuple[np.ndarray, tuple[int, ...]]:
-    """Which columns hold often enough, and the epochs where any of them holds."""
-    needed = _needed(s.epochs.size if available is None else available, th)
-    flagged = holds.sum(axis=0) >= needed
-    rows = holds[:, flagged].any(axis=1)
-    return flagged, tuple(int(e) for e in s.epochs[rows])
-
-
-def _evidence(
-    s: Series,
-    name: str,
-    values: np.ndarray,
-    holds: np.ndarray,
-    columns: np.ndarray,
-    flagged: np.ndarray,
-    extreme: Callable[[np.ndarray], Any],
-) -> dict[str, float]:
-    """``<name>/<path>``: per flagged weight, the `extreme` (``np.min`` or
-    ``np.max``) of its values over the epochs where the rule held, so the
-    message, which cites the extreme over all of them, cites one of these."""
-    evidence = {}
-    for j in np.flatnonzero(flagged):
-        evidence[f"{name}/{s.paths[columns[j]]}"] = float(
-            extreme(values[holds[:, j], j])
-        )
-    return evidence
-
-
-def _add_weight_change(
-    s: Series,
-    evidence: dict[str, float],
-    holds: np.ndarray,
-    columns: np.ndarray,
-    flagged: np.ndarray,
-) -> None:
-    """Whether a flagged kernel still moves tells vanished from converged."""
-    if s.weight_change is None:
-        return
-    for j in np.flatnonzero(flagged):
-        last = np.flatnonzero(holds[:, j])[-1]
-        change = s.weight_change[last, columns[j]]
-        if np.isfinite(change):
-            evidence[f"weight_change/{s.paths[columns[j]]}"] = float(change)
-
-
-def _names(s: Series, columns: Sequence[int] | np.ndarray) -> tuple[str, ...]:
-    return tuple(s.paths[c] for c in columns)
-
-
-def _list(s: Series, columns: np.ndarray, shown: int = 3) -> str:
-    names = _names(s, columns)
-    if len(names) <= shown + 1:
-        return ", ".join(names)
-    return f"{', '.join(names[:shown])} and {len(names) - shown} more"
 
 
 def _json_float(value: float) -> float | None:

@@ -412,10 +412,10 @@ def test_min_epochs_threshold():
 
 def test_findings_come_in_kinds_order():
     ratio = np.full((EPOCHS, 4), HEALTHY)
-    ratio[:, 0] = 1e-6
-    ratio[:, 1] = 1e3
+    ratio[:, 1] = 1e-6
+    ratio[:, 2] = 1e3
     dead = np.zeros_like(ratio)
-    dead[:, 2] = 0.8
+    dead[:, 0] = 0.8  # on the input side: it explains neither of the others
     nonfinite = np.zeros_like(ratio)
     nonfinite[9, 2] = 1
     change = np.full(ratio.shape, 1e-6)
@@ -550,24 +550,24 @@ def test_evidence_holds_the_number_the_message_cites():
     """The worst value sits at an early epoch, not the last one where the
     rule held: evidence per weight is its extreme over those epochs."""
     ratio = np.full((EPOCHS, 4), HEALTHY)
-    ratio[:, 0] = HEALTHY * np.linspace(1e-4, 5e-3, EPOCHS)  # vanishing, easing
-    ratio[:, 1] = HEALTHY * np.linspace(2e-4, 6e-3, EPOCHS)
-    ratio[:, 2] = HEALTHY * np.linspace(900.0, 200.0, EPOCHS)  # exploding, easing
+    ratio[:, 0] = HEALTHY * np.linspace(900.0, 200.0, EPOCHS)  # exploding, easing
+    ratio[:, 1] = HEALTHY * np.linspace(1e-4, 5e-3, EPOCHS)  # vanishing, easing
+    ratio[:, 2] = HEALTHY * np.linspace(2e-4, 6e-3, EPOCHS)
     dead = np.zeros_like(ratio)
-    dead[:, 2] = np.linspace(1.0, 0.75, EPOCHS)
+    dead[:, 0] = np.linspace(1.0, 0.75, EPOCHS)
     findings = diagnose(make(ratio, dead=dead, loss=falling_loss()))
     assert kinds(findings) == ["vanishing", "exploding", "dead_units"]
     vanishing, exploding, dead_units = findings
-    assert vanishing.evidence["relative_grad_to_weight/net/dense_0/kernel"] == (
+    assert vanishing.evidence["relative_grad_to_weight/net/dense_1/kernel"] == (
         pytest.approx(1e-4)
     )
-    assert vanishing.evidence["relative_grad_to_weight/net/dense_1/kernel"] == (
+    assert vanishing.evidence["relative_grad_to_weight/net/dense_2/kernel"] == (
         pytest.approx(2e-4)
     )
     assert _cited(vanishing.message) == ["1.0e-04"]
-    assert exploding.evidence["relative_grad_to_weight/net/dense_2/kernel"] == (
+    assert exploding.evidence["relative_grad_to_weight/net/dense_0/kernel"] == (
         pytest.approx(900.0)
     )
     assert _cited(exploding.message) == ["9.0e+02"]
-    assert dead_units.evidence["grad_dead_units/net/dense_2/kernel"] == 1.0
+    assert dead_units.evidence["grad_dead_units/net/dense_0/kernel"] == 1.0
     assert _cited(dead_units.message) == ["100%"]
