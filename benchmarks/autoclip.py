@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from overhead import build_text, data_text  # noqa: E402
+from overhead_models import build_text, data_text  # noqa: E402
 
 from keras_gradwatch import AutoClip  # noqa: E402
 

@@ -46,6 +46,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from timing import paired_ratios, time_hooks, timed
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 DEFAULT_CASES = "transformer12,transformer36,many:250,many:500,many:1000,refit,circles"
@@ -85,7 +87,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 def summarize(case: str, r: dict[str, Any]) -> str:
     if "gw_setup_s" in r:
-        ratios = [g / k for g, k in zip(r["gw_setup_s"], r["keras_s"], strict=True)]
+        ratios = paired_ratios(r["gw_setup_s"], r["keras_s"])
         return (
             f"{r['weights']} weights; Keras trace {fmt(r['keras_s'])} s, GradWatch "
             f"setup + first pass {fmt(r['gw_setup_s'])} s (ratio {fmt(ratios)}); "
@@ -141,12 +143,6 @@ def run_case(case: str, args: argparse.Namespace) -> dict[str, Any]:
 def peak_mb() -> float:
     """Peak resident set of this process so far (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def timed(fn: Callable[[], Any]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def trace_cost(
@@ -231,19 +227,7 @@ def refit(tmp: str, fits: int) -> dict[str, Any]:
     model = circles_model()
     model.fit(x, y, epochs=1, verbose=0)  # Keras traces its own functions first
     watch = GradWatch(tmp, held_out=(xv, yv))
-    hooks: dict[str, list[float]] = {}
-    for name in ("on_train_begin", "on_epoch_end", "on_train_end"):
-        hooks[name] = []
-        method = getattr(watch, name)
-
-        def wrapped(*a: Any, _m: Any = method, _t: Any = hooks[name], **k: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return _m(*a, **k)
-            finally:
-                _t.append(time.perf_counter() - start)
-
-        setattr(watch, name, wrapped)
+    hooks = time_hooks(watch, ("on_train_begin", "on_epoch_end", "on_train_end"))
     with_s, without_s = [], []
     for _ in range(fits):
         without_s.append(timed(lambda: model.fit(x, y, epochs=2, verbose=0)))
@@ -261,9 +245,7 @@ def refit(tmp: str, fits: int) -> dict[str, Any]:
         "setup_s": setup,
         "with_s": with_s,
         "without_s": without_s,
-        "ratio": statistics.median(
-            [w / n for w, n in zip(with_s, without_s, strict=True)]
-        ),
+        "ratio": statistics.median(paired_ratios(with_s, without_s)),
         "traces": watch._probe.tracing_count if watch._probe else None,
     }
 
@@ -300,7 +282,7 @@ def circles(tmp: str, rounds: int, epochs: int) -> dict[str, Any]:
         "epochs": epochs,
         "with_s": with_s,
         "without_s": without_s,
-        "ratios": [w / n for w, n in zip(with_s, without_s, strict=True)],
+        "ratios": paired_ratios(with_s, without_s),
     }
 
 
