@@ -113,6 +113,7 @@ class Diagnoser:
         self.kernels = np.flatnonzero(np.asarray(kernels, dtype=bool))
         k, n = len(self.paths), self.kernels.size
         owner = [_owner(self.paths[c], self.layers) for c in self.kernels]
+        self.owner = np.array([-1 if o is None else o for o in owner], np.int64)
         # Layers compared by backward signal: those owning a kernel (not
         # normalization layers, whose signal follows the scale they remove).
         self.signal = np.array(
@@ -365,9 +366,8 @@ class Diagnoser:
         columns = np.flatnonzero(dead) if dead.any() else np.arange(self.kernels.size)
         if not self.layers:
             return int(columns.max())
-        owners = [_owner(self.paths[self.kernels[c]], self.layers) for c in columns]
-        known = [o for o in owners if o is not None]
-        return max(known) if known else len(self.layers) - 1
+        owners = self.owner[columns]
+        return int(owners.max()) if (owners >= 0).any() else len(self.layers) - 1
 
     # --- the plans: key now, message on demand ---------------------------
 
@@ -687,15 +687,17 @@ def _gains(norms: np.ndarray, columns: np.ndarray) -> tuple[np.ndarray, np.ndarr
     """
     low = np.full(norms.shape, np.nan)
     high = np.full(norms.shape, np.nan)
-    later_max, later_min = -math.inf, math.inf
-    for i in columns[::-1]:
-        value = norms[i]
-        if not (math.isfinite(value) and value > 0):
-            continue
-        if later_min < math.inf:
-            low[i] = value / later_max
-            high[i] = value / later_min
-        later_max, later_min = max(later_max, value), min(later_min, value)
+    values = norms[columns]
+    usable = np.isfinite(values) & (values > 0)
+    # Over the layers after each: the largest and smallest usable signal.
+    later_max = np.maximum.accumulate(np.where(usable, values, -np.inf)[::-1])[::-1]
+    later_min = np.minimum.accumulate(np.where(usable, values, np.inf)[::-1])[::-1]
+    later_max = np.append(later_max[1:], -np.inf)
+    later_min = np.append(later_min[1:], np.inf)
+    judged = usable & np.isfinite(later_min)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        low[columns] = np.where(judged, values / later_max, np.nan)
+        high[columns] = np.where(judged, values / later_min, np.nan)
     return low, high
 
 

@@ -80,3 +80,11 @@ def test_setup_cost_benchmark_runs(capsys):
     assert results["refit"]["traces"] == 1  # one trace for both fits
     assert len(results["circles"]["ratios"]) == 1
     assert "GradWatch setup per fit" in capsys.readouterr().out
+
+
+def test_diagnosis_cost_benchmark_runs(capsys):
+    result = load("diagnosis_cost").main(["--epochs", "200", "--weights", "40"])
+    assert set(result) == {"healthy", "failing"}
+    assert result["healthy"]["new_findings"] == 0
+    assert result["failing"]["new_findings"] == 2  # vanishing, dead units
+    assert "late / early" in capsys.readouterr().out

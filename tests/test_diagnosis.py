@@ -571,3 +571,171 @@ def test_evidence_holds_the_number_the_message_cites():
     assert _cited(exploding.message) == ["9.0e+02"]
     assert dead_units.evidence["grad_dead_units/net/dense_0/kernel"] == 1.0
     assert _cited(dead_units.message) == ["100%"]
+
+
+# --- the backward signal ---------------------------------------------------
+
+LAYERS = ["net/dense_0", "net/dense_1", "net/dense_2", "net/dense_3"]
+
+
+def with_signal(signal, *, ratio=None, dead=None, time=None, activations=None, **kw):
+    """A series whose four Dense layers logged `signal` = act_grad_norm [T, 4]."""
+    signal = np.asarray(signal, dtype=float)
+    ratio = np.full(signal.shape, HEALTHY) if ratio is None else ratio
+    series = make(ratio, dead=dead, **kw)
+    series.layers = list(LAYERS)
+    series.act_grad_norm = signal
+    series.time_grad_ratio = time
+    series.activations = activations or {}
+    return series
+
+
+@pytest.mark.parametrize(("gain", "flagged"), [(0.99e-3, True), (1.01e-3, False)])
+def test_vanishing_signal_threshold(gain, flagged):
+    signal = np.ones((EPOCHS, 4))
+    signal[:, 0] = gain
+    findings = diagnose(with_signal(signal, loss=falling_loss()))
+    assert kinds(findings) == (["vanishing"] if flagged else [])
+    if flagged:
+        (finding,) = findings
+        assert finding.weights == ("net/dense_0/kernel",)
+        assert finding.evidence["act_grad_gain/net/dense_0"] == pytest.approx(gain)
+        assert "backward signal vanishes" in finding.message
+
+
+@pytest.mark.parametrize(("gain", "flagged"), [(1.01e3, True), (0.99e3, False)])
+def test_exploding_signal_threshold_inside_the_stack(gain, flagged):
+    # The output side's signal dips: the input side is 1e3 times the signal
+    # at dense_2, and only 10 times the output layer's.
+    signal = np.tile([10.0, 10.0, 10.0 / gain, 1.0], (EPOCHS, 1))
+    findings = diagnose(with_signal(signal, loss=falling_loss()))
+    assert "vanishing" not in kinds(findings)  # dense_2 is not behind dense_3
+    assert kinds(findings) == (["exploding"] if flagged else [])
+    if flagged:
+        assert findings[0].weights == ("net/dense_0/kernel", "net/dense_1/kernel")
+
+
+def test_explosion_with_uniform_weight_gradients_is_not_vanishing():
+    """The 10-layer linear net with N(0, 1) weights: the signal grows toward
+    the input while the activations grow forward, so weight ratios would
+    call the first layer vanishing; the signal says exploding."""
+    ratio = np.full((EPOCHS, 4), HEALTHY)
+    ratio[:, 0] = HEALTHY * 1e-3  # what the weight-ratio rule would flag
+    signal = np.tile([1.6e5, 3e3, 60.0, 1.0], (EPOCHS, 1))
+    assert kinds(diagnose(with_signal(signal, ratio=ratio))) == ["exploding"]
+
+
+def test_dead_output_side_is_dead_units_only():
+    """98% dead units in front of the output layer: the signal behind them
+    collapses, and their grad/weight next to the others' is no evidence."""
+    ratio = np.full((EPOCHS, 4), HEALTHY)
+    ratio[:, 3] = HEALTHY * 1e-3  # the output kernel's inputs are mostly 0
+    dead = np.zeros_like(ratio)
+    dead[:, 2] = 0.98
+    signal = np.tile([1e-9, 1e-8, 1e-2, 1.0], (EPOCHS, 1))
+    series = with_signal(signal, ratio=ratio, dead=dead, activations={
+        LAYERS[2]: "relu"})  # fmt: skip
+    (finding,) = diagnose(series)
+    assert finding.kind == "dead_units"
+    assert "dying ReLU" in finding.message
+    # Without the signal (older logs) the weight ratios would say exploding.
+    assert kinds(diagnose(make(ratio, dead=dead))) == ["dead_units"]
+
+
+def test_saturated_tanh_is_vanishing_not_dying_relu():
+    dead = np.zeros((EPOCHS, 4))
+    dead[:, 1] = 0.8
+    series = with_signal(
+        np.ones((EPOCHS, 4)),
+        dead=dead,
+        activations={layer: "tanh" for layer in LAYERS},
+    )
+    (finding,) = diagnose(series)
+    assert finding.kind == "vanishing"
+    assert "tanh is saturated" in finding.message
+    assert "ReLU" not in finding.message
+    relu = with_signal(np.ones((EPOCHS, 4)), dead=dead, activations={
+        LAYERS[1]: "relu"})  # fmt: skip
+    (finding,) = diagnose(relu)
+    assert finding.kind == "dead_units"
+    assert "(dying ReLU)" in finding.message
+
+
+@pytest.mark.parametrize(
+    ("ratio", "kind"), [(1e-14, "vanishing"), (0.9e-3, "vanishing"), (1.1e-3, None),
+                        (0.9e3, None), (1.1e3, "exploding")],
+)  # fmt: skip
+def test_through_time(ratio, kind):
+    """SimpleRNN over 200 steps, label on the first step: first/last ~1e-14,
+    while every weight's ratio looks normal."""
+    time = np.full((EPOCHS, 4), np.nan)
+    time[:, 1] = ratio
+    series = with_signal(np.ones((EPOCHS, 4)), time=time, loss=falling_loss())
+    findings = diagnose(series)
+    assert kinds(findings) == ([kind] if kind else [])
+    if kind:
+        assert findings[0].weights == ("net/dense_1/kernel",)
+        assert "through time" in findings[0].message
+        assert findings[0].evidence["time_grad_ratio/net/dense_1"] == ratio
+
+
+def test_nan_weights_with_zero_gradients_are_non_finite_not_dead():
+    """NaN input feature under oneDNN: the first layer's weights are NaN,
+    the fused MatMul+BiasAdd+Relu gives 0, every gradient is 0."""
+    ratio = np.full((EPOCHS, 4), HEALTHY)
+    ratio[2:] = 0.0
+    dead = np.zeros_like(ratio)
+    dead[2:] = 1.0
+    weight_nonfinite = np.zeros_like(ratio)
+    weight_nonfinite[2:, 0] = 40
+    series = make(ratio, dead=dead, loss=falling_loss())
+    series.weight_nonfinite = weight_nonfinite
+    (finding,) = diagnose(series)
+    assert finding.kind == "non_finite"
+    assert finding.weights == ("net/dense_0/kernel",)
+    assert finding.epochs == tuple(range(2, EPOCHS))
+    assert finding.evidence["weight_nonfinite/net/dense_0/kernel"] == 40
+    assert "the weights net/dense_0/kernel" in finding.message
+    # Without the weights' count, the same gradients read as a collapse.
+    series.weight_nonfinite = None
+    assert kinds(diagnose(series)) == ["dead_units"]
+
+
+def test_logged_nan_loss_is_non_finite():
+    loss = falling_loss()
+    loss[6:] = np.nan
+    series = make(np.full((EPOCHS, 3), HEALTHY), loss=loss)
+    assert diagnose(series) == []  # NaN alone means "not logged"
+    series.loss_logged = np.ones(EPOCHS, dtype=bool)
+    (finding,) = diagnose(series)
+    assert finding.kind == "non_finite"
+    assert finding.evidence["first_epoch"] == 6
+    assert "the training loss" in finding.message
+
+
+def test_live_update_logs_what_diagnose_finds_once():
+    """Fed one epoch at a time, the rules report each finding once, the
+    epoch it first holds, and end with `diagnose`'s findings."""
+    from keras_gradwatch import _rules
+
+    rng = np.random.default_rng(1)
+    steps = 30
+    ratio = HEALTHY * rng.uniform(0.5, 2.0, (steps, 4))
+    ratio[12:, 0] = 1e-6
+    dead = np.zeros_like(ratio)
+    dead[20:, 2] = 0.9
+    series = make(ratio, dead=dead, loss=falling_loss(steps))
+    diagnoser = _rules.Diagnoser(series.paths)
+    logged = {}
+    for t in range(steps):
+        for finding in diagnoser.update(series.row(t)):
+            logged[finding.key] = t
+        prefix = make(
+            ratio[: t + 1], dead=dead[: t + 1], loss=falling_loss(steps)[: t + 1]
+        )
+        assert {f.key for f in diagnose(prefix)} <= set(logged)
+    assert logged == {
+        ("vanishing", ("net/dense_0/kernel",)): 13,
+        ("dead_units", ("net/dense_2/kernel",)): 21,
+    }
+    assert diagnoser.findings() == diagnose(series)
