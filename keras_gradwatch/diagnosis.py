@@ -1,52 +1,75 @@
-"""Diagnosis rules: per-weight gradient series in, findings with remedies out.
+"""Diagnosis rules: logged gradient series in, findings with remedies out.
 
 Pure NumPy (no TensorFlow, no Keras), so the ``gradwatch report`` command, a
 notebook or a live callback can share it. The input is a `Series`: what
-GradWatch logged per epoch and per weight (``grad_norm``, ``grad_mean_abs``,
-``grad_to_weight``, ``grad_dead_units``, ``grad_nonfinite``; see
-`keras_gradwatch.tags`), optionally the relative weight change per logged
-epoch of WeightNorms (``weight_change``) and the training loss. `diagnose`
-returns one `Finding` per condition, listing the weights and the epochs where
-it holds. A healthy run gives none.
+GradWatch logged per epoch, per weight (``grad_norm``, ``grad_to_weight``,
+``grad_dead_units``, ``grad_nonfinite``, ``weight_nonfinite``) and per layer
+(``act_grad_norm``, the backward signal ‖∂L/∂y‖₂ at the layer's output, and
+``time_grad_ratio`` for recurrent layers; see `keras_gradwatch.tags`),
+optionally WeightNorms' relative weight change and the training loss.
+`diagnose` returns one `Finding` per condition, listing the weights and the
+epochs where it holds. A healthy run gives none. The rules are fed one epoch
+at a time (`keras_gradwatch._rules`), so a live callback pays the same per
+epoch after 5,000 epochs as after 10.
 
 Rules (defaults in `Thresholds`; "kernels" are the weights the layer-wise
 rules look at, see `Series.kernels`; "persistent" means in at least
-``min_epochs`` = 2 logged epochs, or in every one when fewer were logged)
+``min_epochs`` = 2 logged epochs, or in every one when fewer were logged;
+"a later layer" is one after it in the forward order)
 
 ``vanishing``
-    A kernel's gradient/weight ratio ‖g‖₂/‖w‖₂ is below 1e-2 of the output
-    layer's (the last kernel's), persistently. AUTOTRAINER flags the first
-    layer's gradient norm below 1e-3 of the last layer's *and* below 1e-4 in
-    absolute terms; SageMaker Debugger (``VanishingGradient``) and
-    DeepDiagnosis flag mean |g| below 1e-7. We compare ratios only: an
-    absolute floor misses a conv kernel with gradients of 1e-5 on weights of
-    1e-1 under a healthy output layer, and depends on the loss's scale. The
-    gradient/weight ratio rather than the raw norm keeps layers of different
-    sizes and initial scales comparable. On the runs we calibrated on
-    (tanh/uniform-init and sigmoid MLPs that do not learn vs ReLU, leaky ReLU
-    and GRU+Conv nets that do) healthy kernels stay above 0.08 of the output
-    layer, failing ones reach 1e-2 to 1e-3. An all-zero gradient is left to
-    ``dead_units``.
+    Through depth: a layer's backward signal is below 1e-3 of a later
+    layer's, persistently. Backpropagation multiplies the signal by each
+    layer's Jacobian, so a stack that shrinks it 1000-fold leaves the input
+    side without a learning signal (Glorot & Bengio 2010; Pascanu, Mikolov
+    & Bengio 2013). 1e-3 is AUTOTRAINER's first/last ratio for vanishing
+    gradients. Only layers owning a kernel are compared (a normalization
+    layer's signal follows the scale it removes); a zero signal is left to
+    ``dead_units``, and layers at or before a layer with dead units are not
+    reported (the dead units are the cause). Through time: a recurrent
+    layer's ``time_grad_ratio`` (first over last step) below 1e-3,
+    persistently: the long-range dependencies of Bengio, Simard & Frasconi
+    (1994) cannot be learned when the gradient of the first step is a
+    thousandth of the last's. Saturation: at least 70% of a kernel's units
+    get an exactly zero gradient (see ``dead_units``) under a saturating
+    activation (tanh, sigmoid...): their derivative has rounded to zero.
+    Without a logged backward signal (older logs), a kernel's gradient/
+    weight ratio ‖g‖₂/‖w‖₂ below 1e-2 of the output layer's counts
+    instead: healthy kernels stayed above 0.08 of the output layer on the
+    runs it was calibrated on, failing ones reached 1e-2 to 1e-3.
 ``exploding``
-    Layer-wise: a kernel's gradient/weight ratio is above 1e2 times the output
-    layer's, persistently (AUTOTRAINER: first/last gradient norm above 70).
+    Through depth: a layer's backward signal is above 1e3 times a later
+    layer's, persistently. With Glorot or He initialization the signal's
+    norm changes by at most √2 per Dense layer (‖∂L/∂x‖² ≈ fan_in·Var(w)·
+    ‖∂L/∂y‖², and fan_in·Var(w) ≤ 2), so 1e3 takes 20 layers that all grow
+    it as much as a healthy layer can; the chaotic tanh nets of Schoenholz
+    et al. (2017) and N(0, 1) weights grow it by 1e4 and more. The weight
+    gradients alone miss this when the activations grow forward as fast as
+    the signal grows backward. Through time: ``time_grad_ratio`` above 1e3.
     Over time: a kernel's gradient norm has grown 1e3-fold over its smallest
-    earlier value *and* its gradient/weight ratio is at least 1 *and* the loss
-    (when known) is not at a new best, persistently. Growth alone is not
-    enough: the held-out gradient of a net that fits its training data well
-    can grow a thousandfold from a near-flat start while training is fine.
+    earlier value *and* its gradient/weight ratio is at least 1 *and* the
+    loss (when known) is not at a new best, persistently. Without a logged
+    backward signal, a kernel's gradient/weight ratio above 1e2 times the
+    output layer's counts instead (AUTOTRAINER: 70), unless the units in
+    front of the output layer are dead (which shrinks the reference).
 ``non_finite``
-    Any NaN or ±Inf gradient element (``grad_nonfinite`` > 0), in any weight,
-    at any epoch; reported with the first such epoch. SageMaker Debugger's
+    Any NaN or ±Inf gradient element (``grad_nonfinite``), weight element
+    (``weight_nonfinite``; or WeightNorms' norm) or logged training loss, at
+    any epoch; reported with the first such epoch. SageMaker Debugger's
     ``ExplodingTensor`` rule; AUTOTRAINER's and DeepDiagnosis' NaN checks.
+    An epoch with a non-finite value is not judged by the other rules: with
+    oneDNN's fused MatMul+BiasAdd+Relu, NaN weights give all-zero gradients
+    that would read as dead units.
 ``dead_units``
     At least 70% of a kernel's units get an exactly zero gradient on the
-    whole held-out batch, persistently (AUTOTRAINER and DeepDiagnosis use
-    70%; SageMaker Debugger's ``DeadRelu`` flags more than 50% inactive
-    ReLUs). A narrow healthy ReLU net shows 10-60% dead units in a layer:
-    the brief's 5-unit ReLU + He net, which reaches 84% accuracy, has 3 of
-    5 dead in one layer, so 50% would flag it. When every kernel's gradient
-    is zero, the finding says the network has collapsed.
+    whole held-out batch, persistently, under an activation that does not
+    saturate (AUTOTRAINER and DeepDiagnosis use 70%; SageMaker Debugger's
+    ``DeadRelu`` flags more than 50% inactive ReLUs). A narrow healthy ReLU
+    net shows 10-60% dead units in a layer: the brief's 5-unit ReLU + He
+    net, which reaches 84% accuracy, has 3 of 5 dead in one layer, so 50%
+    would flag it. When every kernel's gradient is zero, the finding says
+    the network has collapsed. The message names the cause for the
+    activation in use (``activation/<layer>``, or the model in a live run).
 ``stalled``
     The best loss of the last 5 logged epochs improves on the best loss
     before them by less than 0.1% *and* a kernel barely changes: its
@@ -65,6 +88,14 @@ rules look at, see `Series.kernels`; "persistent" means in at least
     gradient's size, so log ``weight_change`` (WeightNorms) to judge it.
 
 References:
+    Bengio, Simard and Frasconi, "Learning long-term dependencies with
+    gradient descent is difficult", IEEE TNN 1994.
+    Glorot and Bengio, "Understanding the difficulty of training deep
+    feedforward neural networks", AISTATS 2010.
+    Pascanu, Mikolov and Bengio, "On the difficulty of training recurrent
+    neural networks", ICML 2013.
+    Schoenholz, Gilmer, Ganguli and Sohl-Dickstein, "Deep Information
+    Propagation", ICLR 2017.
     Zhang, Xiao, Zhai, Dong, Li, Sun and Zhang, "AUTOTRAINER: An Automatic
     DNN Training Problem Detection and Repair System", ICSE 2021.
     Wardat, Cruz, Le and Rajan, "DeepDiagnosis: Automatically Diagnosing
