@@ -22,7 +22,11 @@ class GradWatch(EpochLogger):
     model's compiled loss (`model.compute_loss`: losses, `loss_weights`,
     `sample_weight`, regularization and `add_loss` terms) with respect to
     every trainable weight on one fixed held-out batch, and writes a histogram
-    and six scalars per weight plus the global norm to ``<log_dir>/<run>``.
+    and seven scalars per weight plus the global norm to ``<log_dir>/<run>``.
+    The same backward pass measures the signal backpropagation carries: the
+    gradient of the loss at each layer's output, and through time at each
+    recurrent layer's input, with each layer's activation written once per
+    `fit` (Keras 3 models; see `keras_gradwatch.tags`).
     The global norm also goes into the epoch logs as ``logs["grad_norm"]``,
     so History, CSVLogger and EarlyStopping placed after this callback see it
     (place `keras.callbacks.TensorBoard` before it, or that callback logs the
@@ -101,6 +105,8 @@ class GradWatch(EpochLogger):
         self._nonfinite: set[str] = set()
         self._probe: GradientProbe | None = None
         self._records: _summary.Records | None = None
+        self._texts: list[bytes] = []
+        self._texts_due = False
         self._raw: _summary.RawWriter | None = None
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
@@ -114,6 +120,7 @@ class GradWatch(EpochLogger):
         self._raw = _summary.RawWriter(self._open_writer())
         if self._probe is None or not self._probe.matches(self.model):
             self._build_probe(self._batch)
+        self._texts_due = True  # once per fit, at its first logged epoch
         self._say_skipped()
         if not self.model.trainable_weights:
             logger.warning(
@@ -137,18 +144,27 @@ class GradWatch(EpochLogger):
             self._close()
             raise ValueError(self._cannot_evaluate(error)) from error
         paths = probe.trace.paths
+        description = (
+            "Gradient of the compiled loss on the held-out batch "
+            f"({batch.rows} samples, training={self.training}), "
+            "at the end of the epoch."
+        )
         self._records = _summary.Records(
             scalar_tags=[
-                *(tags.tag(prefix, p) for p in paths for prefix in tags.GRAD_SCALARS),
+                *(tags.tag(prefix, p) for p in paths for prefix in tags.STATS_COLUMNS),
                 tags.GLOBAL_NORM_TAG,
+                *probe.trace.signal_tags,
             ],
             histogram_tags=[tags.tag(tags.GRAD_HISTOGRAM, path) for path in paths],
             buckets=self.buckets,
-            description=(
-                "Gradient of the compiled loss on the held-out batch "
-                f"({batch.rows} samples, training={self.training}), "
-                "at the end of the epoch."
-            ),
+            description=description,
+        )
+        self._texts = _summary.text_protos(
+            {
+                tags.tag(tags.ACTIVATION, path): name
+                for path, name in probe.trace.activations.items()
+            },
+            "Activation of the layer, as configured.",
         )
         self._probe = probe
 
@@ -157,11 +173,14 @@ class GradWatch(EpochLogger):
         assert self._batch is not None
         assert self._records is not None
         assert self._raw is not None
-        stats, histograms, global_norm = self._probe(self._batch)
-        self._raw(
-            epoch,
-            self._records.serialize(np.append(stats.ravel(), global_norm), histograms),
+        stats, histograms, global_norm, signal = self._probe(self._batch)
+        protos = self._records.serialize(
+            np.concatenate([stats.ravel(), [global_norm], signal]), histograms
         )
+        if self._texts_due:
+            protos += self._texts
+            self._texts_due = False
+        self._raw(epoch, protos)
         if logs is not None:
             logs[tags.LOGS_GRAD_NORM] = global_norm
         if self._diagnosing:
