@@ -92,6 +92,9 @@ class Call:
 
     layer: Any
     output: tf.Tensor | None = None
+    logits: tf.Tensor | None = None
+    """What Keras' crossentropies read instead of a sigmoid or softmax
+    output (see `_logits`)."""
     sequence: tf.Tensor | None = None
     """A recurrent layer's input ``[batch, time, features]``."""
     mask: tf.Tensor | None = None
@@ -150,6 +153,7 @@ class Capture:
                 if _is_float_tensor(first):
                     tape.watch(first)
                     entry.output = first
+                    entry.logits = _logits(first)
             return outputs
 
         return call
@@ -159,11 +163,14 @@ class Capture:
         return [self.calls[id(x)] for x in self.layers if id(x) in self.calls]
 
     def targets(self) -> list[tf.Tensor]:
-        """Outputs, then recurrent input sequences, in `layers` order."""
+        """Outputs, then logits, then recurrent input sequences, each in
+        `layers` order."""
         calls = self.recorded()
-        return [c.output for c in calls if c.output is not None] + [
-            c.sequence for c in calls if c.sequence is not None
-        ]
+        return (
+            [c.output for c in calls if c.output is not None]
+            + [c.logits for c in calls if c.logits is not None]
+            + [c.sequence for c in calls if c.sequence is not None]
+        )
 
 
 def _sequence(
@@ -184,6 +191,22 @@ def _sequence(
     if mask is not None and (not tf.is_tensor(mask) or mask.shape.rank != 2):
         mask = None
     return sequence, mask
+
+
+def _logits(output: tf.Tensor) -> tf.Tensor | None:
+    """The tensor Keras' crossentropies take in place of `output`.
+
+    A sigmoid or softmax output carries its logits (``_keras_logits``), or
+    is a graph ``Sigmoid``/``Softmax`` op, and the crossentropy losses then
+    compute from the logits: the loss does not depend on the output itself.
+    """
+    logits = getattr(output, "_keras_logits", None)
+    if tf.is_tensor(logits):
+        return logits
+    op = getattr(output, "op", None)
+    if op is not None and op.type in ("Sigmoid", "Softmax") and len(op.inputs) == 1:
+        return op.inputs[0]
+    return None
 
 
 def _is_float_tensor(value: Any) -> bool:
@@ -231,8 +254,17 @@ def signal(capture: Capture, grads: Sequence[Any]) -> tuple[tf.Tensor, Measured]
     paths = dict(zip(map(id, layers), unique_layer_paths(layers), strict=True))
     calls = capture.recorded()
     outputs = [c for c in calls if c.output is not None]
+    with_logits = [c for c in calls if c.logits is not None]
     sequences = [c for c in calls if c.sequence is not None]
-    assert len(grads) == len(outputs) + len(sequences)
+    assert len(grads) == len(outputs) + len(with_logits) + len(sequences)
+    output_grads = dict(zip(map(id, outputs), grads[: len(outputs)], strict=True))
+    grads = grads[len(outputs) :]
+    for c, g in zip(with_logits, grads[: len(with_logits)], strict=True):
+        # The loss reads the logits only: their gradient stands for the
+        # output's, which is None.
+        if output_grads[id(c)] is None:
+            output_grads[id(c)] = g
+    grads = grads[len(with_logits) :]
     activations = {}
     for layer in capture.layers:
         name = activation_name(layer)
@@ -240,11 +272,8 @@ def signal(capture: Capture, grads: Sequence[Any]) -> tuple[tf.Tensor, Measured]
             activations[paths[id(layer)]] = name
     names: list[str] = []
     parts: list[tf.Tensor] = []
-    kept = [
-        (c, g)
-        for c, g in zip(outputs, grads[: len(outputs)], strict=True)
-        if g is not None
-    ]
+    kept = [(c, output_grads[id(c)]) for c in outputs]
+    kept = [(c, g) for c, g in kept if g is not None]
     if kept:
         norms = output_norms([g for _, g in kept])
         for c, _ in kept:
@@ -252,7 +281,7 @@ def signal(capture: Capture, grads: Sequence[Any]) -> tuple[tf.Tensor, Measured]
             names.append(tags.tag(tags.ACT_GRAD_NORM, path))
             names.append(tags.tag(tags.ACT_GRAD_RMS, path))
         parts.append(tf.reshape(norms, [-1]))
-    for c, g in zip(sequences, grads[len(outputs) :], strict=True):
+    for c, g in zip(sequences, grads, strict=True):
         if g is None:
             continue
         path = paths[id(c.layer)]

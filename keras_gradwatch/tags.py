@@ -78,7 +78,11 @@ Backward signal (same run, pass and step; ``<layer>`` is the Keras 3
     In a subclassed model, the layers its ``call`` calls through
     ``__call__`` (``self.dense(x)``) are reached; what it computes with raw
     TensorFlow ops or variables of its own is not measured. A layer called
-    more than once (shared) is measured at its first call. Layers whose
+    more than once (shared) is measured at its first call. Where the output
+    is a sigmoid or softmax that Keras' crossentropies read through its
+    logits (they do so whenever they can, for accuracy), the loss does not
+    depend on y and the gradient is taken at the logits, the layer's
+    pre-activation output, instead. Layers whose
     output the loss does not depend on, and non-float outputs, are left out,
     as are weights with no gradient. Norms follow NumPy on the float32
     gradient (NaN if any element is NaN). With mixed precision the loss is
