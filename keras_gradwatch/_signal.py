@@ -182,13 +182,13 @@ def _sequence(
     except TypeError:
         return None, None
     names = list(signature.parameters)
-    sequence = bound.arguments.get(names[0]) if names else None
-    mask = bound.arguments.get("mask")
+    sequence: Any = bound.arguments.get(names[0]) if names else None
+    mask: Any = bound.arguments.get("mask")
     while isinstance(mask, list | tuple) and mask:
         mask = mask[0]
     if not _is_float_tensor(sequence) or sequence.shape.rank != 3:
         return None, None
-    if mask is not None and (not tf.is_tensor(mask) or mask.shape.rank != 2):
+    if not tf.is_tensor(mask) or mask.shape.rank != 2:
         mask = None
     return sequence, mask
 
