@@ -407,8 +407,12 @@ def test_measured_layers_walk_models_not_layers():
     frozen.trainable = False
     h = inner(frozen(inner(inputs)))  # nested twice: its layer once
     h = keras.layers.Reshape((2, 2))(h)
+    attention = keras.layers.MultiHeadAttention(2, 3)
+    h = attention(h, h)
     model = keras.Model(inputs, lstm(h))
-    assert _signal.measured_layers(model) == [inner.layers[0], lstm]
+    assert _signal.measured_layers(model) == [inner.layers[0], attention, lstm]
+    assert _signal.activation_name(attention) is None
+    assert _signal.activation_name(lstm) == "tanh"
 
 
 def test_events_reader_returns_the_activation_texts(tmp_path):
