@@ -19,10 +19,13 @@ Bounds
       `MAX_RECORD` (16 KiB; a scalar record is about 200 bytes) is never read:
       its first bytes say what it is, and if it is one of the wanted tags it
       is skipped and counted as oversized.
-    * Of the wanted tags, only scalars are decoded: a tensor of rank 0 (or
-      all dimensions 1) and a numeric dtype whose content holds exactly one
-      element. Anything else (another shape, dtype or content length) is
-      skipped and counted, never allocated. Other tags are not decoded.
+    * Of the wanted tags, only scalars and short texts are decoded: a
+      tensor of rank 0 (or all dimensions 1) and a numeric dtype whose
+      content holds exactly one element, or a string tensor of that shape
+      holding one valid UTF-8 string of at most `MAX_TEXT` bytes (the
+      ``activation/<layer>`` tags; they go to `EventFile.texts` and
+      `Run.texts`). Anything else (another shape, dtype or content length)
+      is skipped and counted, never allocated. Other tags are not decoded.
     * The directory walk is iterative (no recursion limit) and visits each
       directory once by ``(st_dev, st_ino)``, so symlink loops end; it has no
       depth limit.
@@ -61,10 +64,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from google.protobuf.message import DecodeError
-from tensorboard.compat.proto import event_pb2, summary_pb2
+from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2
 
 MAX_RECORD = 16 << 10
 """Largest record (bytes of data) that is read and decoded."""
+MAX_TEXT = 64
+"""Longest text value decoded, in bytes of UTF-8."""
 MAX_FILE_VALUES = 1_000_000
 """Wanted values read from one file, at most: memory (about 130 bytes a
 value) and time stay bounded on a crafted file. A run of 600 weights logs
@@ -76,6 +81,9 @@ _CUT = "its last record is cut short (a file being written, or cut by a crash)"
 
 Values = dict[str, dict[int, float]]
 """Tag -> step -> value."""
+Texts = dict[str, dict[int, str]]
+"""Tag -> step -> text."""
+_STRING = 7  # DT_STRING
 
 # TensorFlow's DataType enum -> (layout of one element in tensor_content,
 # TensorProto field that holds one value otherwise).
@@ -157,6 +165,9 @@ class EventFile:
     start: float = math.nan
     """Wall time of the first event (the session's start); NaN if none."""
     values: Values = field(default_factory=dict)
+    texts: Texts = field(default_factory=dict)
+    """The wanted text values; not part of `keys`, so the sessions rule is
+    decided by the scalars."""
     problems: Counter[str] = field(default_factory=Counter)
     """Kind of problem -> number of records it concerns."""
     stopped: str | None = None
@@ -378,6 +389,25 @@ def _decode(
                 take = chosen[tag] = wanted(tag)
             if not take:
                 continue
+            if value.WhichOneof("value") == "tensor" and (
+                value.tensor.dtype == _STRING
+            ):
+                text = _text(value.tensor)
+                if text is None:
+                    result.problems[
+                        f"text value(s) that are not one UTF-8 string of at "
+                        f"most {MAX_TEXT} bytes skipped"
+                    ] += 1
+                    continue
+                result.texts.setdefault(tag, {})[event.step] = text
+                result.count += 1
+                if result.count >= MAX_FILE_VALUES:
+                    result.stopped = (
+                        f"stopped after {MAX_FILE_VALUES:,} values, more than any "
+                        "real run logs in one file; the rest is not read"
+                    )
+                    return False
+                continue
             number = _scalar(value)
             if number is None:
                 result.problems[
@@ -425,6 +455,23 @@ def _scalar(value: summary_pb2.Summary.Value) -> float | None:
     if name == "half_val":  # the float16's bits, in an int
         return float(_HALF.unpack(_HALF_BITS.pack(listed[0] & 0xFFFF))[0])
     return float(listed[0])
+
+
+def _text(tensor: tensor_pb2.TensorProto) -> str | None:
+    """The string of a rank-0 (or all dimensions 1) string tensor holding
+    one valid UTF-8 string of at most `MAX_TEXT` bytes, else None."""
+    shape = tensor.tensor_shape
+    if shape.unknown_rank or (shape.dim and any(d.size != 1 for d in shape.dim)):
+        return None
+    if tensor.tensor_content or len(tensor.string_val) != 1:
+        return None
+    raw = tensor.string_val[0]
+    if len(raw) > MAX_TEXT:
+        return None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 def _holds_wanted(peek: bytes, wanted: Callable[[str], bool]) -> bool | None:
@@ -544,6 +591,9 @@ class Run:
 
     values: Values
     notes: list[str]
+    texts: dict[str, str] = field(default_factory=dict)
+    """Wanted text tag -> its text at the latest step of the newest session
+    that has it, among the sessions kept."""
 
 
 def read_run(name: str, files: list[str], wanted: Callable[[str], bool]) -> Run:
@@ -589,10 +639,13 @@ def read_run(name: str, files: list[str], wanted: Callable[[str], bool]) -> Run:
             + ", ".join(_steps(f) for f in left_out)
         )
     values: Values = {}
+    texts: dict[str, str] = {}
     for f in reversed(kept):  # oldest first: tags in first-written order
         for tag, steps in f.values.items():
             values.setdefault(tag, {}).update(steps)
-    return Run(values, notes)
+        for tag, written in f.texts.items():
+            texts[tag] = written[max(written)]
+    return Run(values, notes, texts)
 
 
 def _steps(f: EventFile) -> str:

@@ -22,7 +22,11 @@ class GradWatch(EpochLogger):
     model's compiled loss (`model.compute_loss`: losses, `loss_weights`,
     `sample_weight`, regularization and `add_loss` terms) with respect to
     every trainable weight on one fixed held-out batch, and writes a histogram
-    and six scalars per weight plus the global norm to ``<log_dir>/<run>``.
+    and seven scalars per weight plus the global norm to ``<log_dir>/<run>``.
+    The same backward pass measures the signal backpropagation carries: the
+    gradient of the loss at each layer's output, and through time at each
+    recurrent layer's input, with each layer's activation written once per
+    `fit` (Keras 3 models; see `keras_gradwatch.tags`).
     The global norm also goes into the epoch logs as ``logs["grad_norm"]``,
     so History, CSVLogger and EarlyStopping placed after this callback see it
     (place `keras.callbacks.TensorBoard` before it, or that callback logs the
@@ -96,10 +100,13 @@ class GradWatch(EpochLogger):
         self.diagnose = _validation.boolean("diagnose", diagnose)
         self._batch: _heldout.Batch | None = None
         self._diagnoser: _rules.Diagnoser | None = None
+        self._signal_columns: dict[str, int] = {}
         self._diagnosing = diagnose
         self._nonfinite: set[str] = set()
         self._probe: GradientProbe | None = None
         self._records: _summary.Records | None = None
+        self._texts: list[bytes] = []
+        self._texts_due = False
         self._raw: _summary.RawWriter | None = None
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
@@ -112,8 +119,8 @@ class GradWatch(EpochLogger):
         self._raw = _summary.RawWriter(self._open_writer())
         if self._probe is None or not self._probe.matches(self.model):
             self._build_probe(self._batch)
-        assert self._probe is not None
-        self._diagnoser = _rules.Diagnoser(self._probe.trace.paths)
+        self._texts_due = True  # once per fit, at its first logged epoch
+        self._diagnoser = self._new_diagnoser()
         self._say_skipped()
         if not self.model.trainable_weights:
             logger.warning(
@@ -137,18 +144,27 @@ class GradWatch(EpochLogger):
             self._close()
             raise ValueError(self._cannot_evaluate(error)) from error
         paths = probe.trace.paths
+        description = (
+            "Gradient of the compiled loss on the held-out batch "
+            f"({batch.rows} samples, training={self.training}), "
+            "at the end of the epoch."
+        )
         self._records = _summary.Records(
             scalar_tags=[
-                *(tags.tag(prefix, p) for p in paths for prefix in tags.GRAD_SCALARS),
+                *(tags.tag(prefix, p) for p in paths for prefix in tags.STATS_COLUMNS),
                 tags.GLOBAL_NORM_TAG,
+                *probe.trace.signal_tags,
             ],
             histogram_tags=[tags.tag(tags.GRAD_HISTOGRAM, path) for path in paths],
             buckets=self.buckets,
-            description=(
-                "Gradient of the compiled loss on the held-out batch "
-                f"({batch.rows} samples, training={self.training}), "
-                "at the end of the epoch."
-            ),
+            description=description,
+        )
+        self._texts = _summary.text_protos(
+            {
+                tags.tag(tags.ACTIVATION, path): name
+                for path, name in probe.trace.activations.items()
+            },
+            "Activation of the layer, as configured.",
         )
         self._probe = probe
 
@@ -157,15 +173,18 @@ class GradWatch(EpochLogger):
         assert self._batch is not None
         assert self._records is not None
         assert self._raw is not None
-        stats, histograms, global_norm = self._probe(self._batch)
-        self._raw(
-            epoch,
-            self._records.serialize(np.append(stats.ravel(), global_norm), histograms),
+        stats, histograms, global_norm, signal = self._probe(self._batch)
+        protos = self._records.serialize(
+            np.concatenate([stats.ravel(), [global_norm], signal]), histograms
         )
+        if self._texts_due:
+            protos += self._texts
+            self._texts_due = False
+        self._raw(epoch, protos)
         if logs is not None:
             logs[tags.LOGS_GRAD_NORM] = global_norm
         if self._diagnosing:
-            self._diagnose(epoch, stats, logs or {})
+            self._diagnose(epoch, stats, signal, logs or {})
         if not self._diagnosing:  # off, or just turned off by a failure
             self._say_nonfinite(epoch, stats)
 
@@ -190,7 +209,34 @@ class GradWatch(EpochLogger):
             )
         self._nonfinite = set(nonfinite)
 
-    def _diagnose(self, epoch: int, stats: np.ndarray, logs: dict[str, Any]) -> None:
+    def _new_diagnoser(self) -> _rules.Diagnoser:
+        """The rules' state for this fit, with the layers the pass measures."""
+        assert self._probe is not None
+        trace = self._probe.trace
+        layers, self._signal_columns = [], {}
+        for i, tag in enumerate(trace.signal_tags):
+            prefix, _, path = tag.partition("/")
+            if prefix == tags.ACT_GRAD_NORM:
+                layers.append(path)
+            if prefix in (tags.ACT_GRAD_NORM, tags.TIME_GRAD_RATIO):
+                self._signal_columns[tag] = i
+        return _rules.Diagnoser(
+            trace.paths, layers=layers, activations=trace.activations
+        )
+
+    def _signal_row(self, signal: np.ndarray, prefix: str) -> np.ndarray | None:
+        """One per-layer scalar of this epoch's pass, NaN where not measured."""
+        assert self._diagnoser is not None
+        layers = self._diagnoser.layers
+        if not layers:
+            return None
+        columns = [self._signal_columns.get(tags.tag(prefix, p), -1) for p in layers]
+        index = np.array(columns)
+        return np.where(index >= 0, signal[np.maximum(index, 0)], np.nan)
+
+    def _diagnose(
+        self, epoch: int, stats: np.ndarray, signal: np.ndarray, logs: dict[str, Any]
+    ) -> None:
         """Feeds the epoch to the rules; logs the findings new with it. The
         rules keep running state, so this costs the same every epoch."""
         assert self._diagnoser is not None
@@ -203,8 +249,11 @@ class GradWatch(EpochLogger):
                 grad_to_weight=column["grad_to_weight"],
                 grad_dead_units=column["grad_dead_units"],
                 grad_nonfinite=column["grad_nonfinite"],
+                weight_nonfinite=stats[:, tags.STATS_COLUMNS.index("weight_nonfinite")],
                 loss=math.nan if loss is None else float(loss),
                 loss_logged=loss is not None,
+                act_grad_norm=self._signal_row(signal, tags.ACT_GRAD_NORM),
+                time_grad_ratio=self._signal_row(signal, tags.TIME_GRAD_RATIO),
             )
             findings = self._diagnoser.update(row)
         except Exception:

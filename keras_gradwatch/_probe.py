@@ -4,6 +4,8 @@ The whole path is one `tf.function`, traced once and reused every logged
 epoch and across `fit` calls while the model, its trainable variables and
 its compiled loss stay the same (`GradientProbe.key`). It returns the
 numbers; writing them is the callback's, so the function holds no writer.
+One backward pass gives the gradients of the weights and those of the
+measured layers' outputs and recurrent inputs (`_signal`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_gradwatch import _compat, _stats, tags
+from keras_gradwatch import _compat, _signal, _stats, tags
 from keras_gradwatch._heldout import Batch
 
 
@@ -28,16 +30,22 @@ class Trace:
     """Weight paths whose statistics are rows of the returned matrix."""
     no_gradient: list[str] = field(default_factory=list)
     """Trainable weights the loss does not depend on (gradient None)."""
+    signal_tags: list[str] = field(default_factory=list)
+    """Tags of `Result.signal`, in order."""
+    activations: dict[str, str] = field(default_factory=dict)
+    """Measured layer path -> its activation's name."""
 
 
 class Result(NamedTuple):
     """One pass: rows are the weights of `Trace.paths`."""
 
     stats: np.ndarray
-    """float64 ``[k, 6]``, columns as in `tags.GRAD_SCALARS`."""
+    """float64 ``[k, 7]``, columns as in `tags.STATS_COLUMNS`."""
     histograms: np.ndarray
     """float64 ``[k, buckets, 3]``."""
     global_norm: float
+    signal: np.ndarray
+    """float64, the backward-signal scalars of `Trace.signal_tags`."""
 
 
 def key(model: Any) -> tuple[Any, ...]:
@@ -94,10 +102,15 @@ class GradientProbe:
 
     def __call__(self, batch: Batch) -> Result:
         """Runs the traced function on `batch`."""
-        stats, histograms, global_norm = self._function(
+        stats, histograms, global_norm, signal = self._function(
             batch.x, batch.y, batch.sample_weight
         )
-        return Result(stats.numpy(), histograms.numpy(), float(global_norm.numpy()))
+        return Result(
+            stats.numpy(),
+            histograms.numpy(),
+            float(global_norm.numpy()),
+            signal.numpy(),
+        )
 
     @property
     def tracing_count(self) -> int:
@@ -115,7 +128,8 @@ class GradientProbe:
             # tf_keras' compute_loss updates its loss metrics, which a
             # strategy allows per replica only, and divides the loss by the
             # number of replicas, as the gradients are summed over them.
-            # Each local replica computes the whole batch; one is kept.
+            # Each local replica computes the whole batch; one is kept. The
+            # backward signal is not measured here.
             def replica(x: Any, y: Any, sample_weight: Any) -> list[Any]:
                 return self._gradients(x, y, sample_weight, weights, self._present)
 
@@ -124,9 +138,13 @@ class GradientProbe:
             grads = [None] * len(weights)
             for i, grad in zip(self._present, per_replica, strict=True):
                 grads[i] = strategy.experimental_local_results(grad)[0] * replicas
+            capture, signal_grads = None, []
         else:
-            grads = self._gradients(x, y, sample_weight, weights)
-        return self._measure(weights, grads)
+            capture = _signal.Capture(_signal.measured_layers(model))
+            grads = self._gradients(x, y, sample_weight, weights, capture=capture)
+            signal_grads = grads[len(weights) :]
+            grads = grads[: len(weights)]
+        return self._measure(weights, grads, capture, signal_grads)
 
     def _gradients(
         self,
@@ -135,9 +153,12 @@ class GradientProbe:
         sample_weight: Any,
         weights: list[Any],
         present: list[int] | None = None,
+        capture: _signal.Capture | None = None,
     ) -> list[Any]:
         """Gradients of the compiled loss; with `present`, only those not None
-        (dense), their indices appended to `present`."""
+        (dense), their indices appended to `present`. With `capture`, the
+        gradients of its `targets()` follow those of the weights (float32,
+        None where the loss does not depend on one)."""
         model = self._model
         # compute_loss updates the per-output loss trackers of a multi-output
         # model, and training=True moves BatchNorm statistics and Dropout
@@ -151,7 +172,11 @@ class GradientProbe:
         # scaled as training scales it; the gradients are divided back.
         scale = _compat.loss_scale(getattr(model, "optimizer", None))
         with tf.GradientTape(persistent=scale is not None) as tape:
-            y_pred = model(x, training=self._training)
+            if capture is None:
+                y_pred = model(x, training=self._training)
+            else:
+                with capture.installed(tape):
+                    y_pred = model(x, training=self._training)
             loss = model.compute_loss(
                 x=x,
                 y=y,
@@ -161,10 +186,17 @@ class GradientProbe:
             )
             if scale is not None:
                 scaled = tf.cast(loss, tf.float32) * scale
+        sources = list(weights)
+        if capture is not None:
+            sources += capture.targets()
         if scale is None:
-            grads = tape.gradient(loss, weights)
+            grads = tape.gradient(loss, sources)
+            grads[len(weights) :] = [
+                None if g is None else tf.cast(g, tf.float32)
+                for g in grads[len(weights) :]
+            ]
         else:
-            grads = _unscaled_gradients(tape, loss, scaled, scale, weights)
+            grads = _unscaled_gradients(tape, loss, scaled, scale, sources)
         for variable, value in zip(kept, saved, strict=True):
             variable.assign(value)
         if present is None:
@@ -174,8 +206,12 @@ class GradientProbe:
 
     @tf.autograph.experimental.do_not_convert
     def _measure(
-        self, weights: list[keras.Variable], grads: list[Any]
-    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        self,
+        weights: list[keras.Variable],
+        grads: list[Any],
+        capture: _signal.Capture | None,
+        signal_grads: list[Any],
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
         """Our own part of the trace: nothing for AutoGraph to convert."""
         trace = Trace()
         present = []
@@ -192,11 +228,17 @@ class GradientProbe:
                 [g for _, g in present], [w for w, _ in present], self._buckets
             )
         else:
-            matrix = tf.zeros([0, len(tags.GRAD_SCALARS)], tf.float64)
+            matrix = tf.zeros([0, len(tags.STATS_COLUMNS)], tf.float64)
             histograms = tf.zeros([0, self._buckets, 3], tf.float64)
-        global_norm = tf.norm(matrix[:, tags.GRAD_SCALARS.index("grad_norm")])
+        global_norm = tf.norm(matrix[:, tags.STATS_COLUMNS.index("grad_norm")])
+        if capture is None:
+            signal = tf.zeros([0], tf.float64)
+        else:
+            signal, measured = _signal.signal(capture, signal_grads)
+            trace.signal_tags = measured.tags
+            trace.activations = measured.activations
         self.trace = trace
-        return matrix, histograms, global_norm
+        return matrix, histograms, global_norm, signal
 
 
 def _unscaled_gradients(

@@ -44,8 +44,8 @@ _WEIGHT_CHANGE = "weight_change"
 """WeightNorms' relative change per logged epoch (see `keras_gradwatch.tags`)."""
 _WEIGHT_L2 = "weight_l2"
 """WeightNorms' ‖w‖₂: a non-finite one counts as non-finite weights."""
-_WEIGHT_NONFINITE = "weight_nonfinite"
-_LAYER_STATS = ("act_grad_norm", "time_grad_ratio")
+_WEIGHT_NONFINITE = tags.WEIGHT_NONFINITE
+_LAYER_STATS = (tags.ACT_GRAD_NORM, tags.TIME_GRAD_RATIO)
 """GradWatch's per-layer scalars the rules read; the layers are those with
 an ``act_grad_norm``, in the order they were written (forward order)."""
 _LOSS_RUN, _LOSS_TAG = "train", "epoch_loss"
@@ -368,6 +368,8 @@ class _Reader:
     def __init__(self, root: str) -> None:
         self._root = root
         self._cache: dict[str, Values] = {}
+        self.texts: dict[str, dict[str, str]] = {}
+        """Directory -> its text tags (layers' activations) -> text."""
         self.notes: list[str] = []
 
     def name(self, directory: str) -> str:
@@ -379,6 +381,7 @@ class _Reader:
             run = _events.read_run(self.name(directory), files, _wanted)
             self.notes.extend(run.notes)
             self._cache[key] = self._clean(directory, run.values)
+            self.texts[key] = run.texts
         return self._cache[key]
 
     def _clean(self, directory: str, values: Values) -> Values:
@@ -408,6 +411,7 @@ def _wanted(tag: str) -> bool:
         _WEIGHT_CHANGE,
         _WEIGHT_L2,
         _WEIGHT_NONFINITE,
+        tags.ACTIVATION,
     )
 
 
@@ -442,6 +446,12 @@ def _series(
                 nonfinite = np.where(norm == -1.0, np.nan, ~np.isfinite(norm))
     prefix = f"{_LAYER_STATS[0]}/"
     layers = [t[len(prefix) :] for t in values if t.startswith(prefix)]
+    texts = reader.texts.get(os.path.abspath(directory), {})
+    activations = {
+        layer: texts[tags.tag(tags.ACTIVATION, layer)]
+        for layer in layers
+        if tags.tag(tags.ACTIVATION, layer) in texts
+    }
     return Series(
         epochs=np.array(epochs, dtype=np.int64),
         paths=paths,
@@ -455,6 +465,7 @@ def _series(
         loss=loss,
         loss_logged=logged,
         layers=layers,
+        activations=activations,
         act_grad_norm=_grid(values, "act_grad_norm", layers, epochs)
         if layers
         else None,

@@ -209,9 +209,10 @@ def batch_stats(
         buckets: Number of histogram buckets.
 
     Returns:
-        A float64 ``[k, 6]`` matrix whose columns are the statistics named in
-        `tags.GRAD_SCALARS`, in that order (norm, mean_abs, max_abs,
-        to_weight, dead_units, nonfinite), and float64 ``[k, buckets, 3]``
+        A float64 ``[k, 7]`` matrix whose columns are the statistics named in
+        `tags.STATS_COLUMNS`, in that order (the gradient's norm, mean_abs,
+        max_abs, to_weight, dead_units, nonfinite, then the count of the
+        weight's own non-finite elements), and float64 ``[k, buckets, 3]``
         histograms in TensorBoard's ``[left, right, count]`` rows.
     """
     parts, units = [], []
@@ -273,6 +274,7 @@ def batch_stats(
             to_weight,
             _dead_units(g, units),
             ops.cast(view.nonfinite, "float64"),
+            ops.cast(view.weight_nonfinite, "float64"),
         ],
         axis=1,
     )
@@ -287,6 +289,7 @@ class _View(NamedTuple):
     max_abs: tf.Tensor  # [k] float64
     weight_norm: tf.Tensor  # [k] float64
     nonfinite: tf.Tensor  # [k] int64
+    weight_nonfinite: tf.Tensor  # [k] int64, of the weights
     low: tf.Tensor  # [k] float32, finite min (+inf for none)
     high: tf.Tensor  # [k] float32, finite max (-inf for none)
     binned: tf.Tensor  # the buffer to bucket; -inf marks a left-out element
@@ -305,6 +308,7 @@ def _common_view(
         max_abs=ops.cast(max_abs, "float64"),
         weight_norm=ops.sqrt(_per_part(weight_squares, w)),
         nonfinite=ops.zeros([g.parts], "int64"),
+        weight_nonfinite=ops.zeros([w.parts], "int64"),
         low=low,
         high=high,
         binned=g.values,
@@ -315,7 +319,8 @@ def _exact_view(g: _Blocks, w: _Blocks) -> _View:
     """NaN, Inf or huge values somewhere: float64 throughout, NumPy rules.
 
     Non-finite elements are counted and kept out of the range and of the
-    buckets.
+    buckets; those of the weights are counted too (in the common branch
+    their finite sums of squares prove there are none).
     """
     inf = float("inf")
     wide = ops.cast(g.values, "float64")
@@ -337,6 +342,11 @@ def _exact_view(g: _Blocks, w: _Blocks) -> _View:
         max_abs=ops.where(has_nan > 0, float("nan"), ops.maximum(max_abs, 0.0)),
         weight_norm=ops.sqrt(_per_part(ops.sum(ops.square(wide_weights), axis=1), w)),
         nonfinite=nonfinite,
+        weight_nonfinite=ops.segment_sum(
+            ops.sum(ops.cast(ops.logical_not(ops.isfinite(w.values)), "int64"), 1),
+            w.owner,
+            w.parts,
+        ),
         low=low,
         high=high,
         binned=ops.where(finite, g.values, -inf),

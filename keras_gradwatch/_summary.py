@@ -24,6 +24,7 @@ from tensorboard.compat.proto import summary_pb2, tensor_pb2, tensor_shape_pb2
 from tensorboard.compat.proto.summary_pb2 import SummaryMetadata
 from tensorboard.plugins.histogram import metadata as histogram_metadata
 from tensorboard.plugins.scalar import metadata as scalar_metadata
+from tensorboard.plugins.text import metadata as text_metadata
 
 from keras_gradwatch import _compat
 
@@ -166,6 +167,28 @@ def _template(
     )
     assert proto[start : start + size] == placeholder
     return proto[:start], proto[start + size :]
+
+
+def text_protos(texts: dict[str, str], description: str) -> list[bytes]:
+    """One serialized `Summary` per tag: a rank-0 string tensor, as
+    `tf.summary.text` writes it (TensorBoard's text plugin)."""
+    metadata = _metadata(text_metadata, description)
+    return [
+        summary_pb2.Summary(
+            value=[
+                summary_pb2.Summary.Value(
+                    tag=tag,
+                    metadata=metadata,
+                    tensor=tensor_pb2.TensorProto(
+                        dtype=tf.string.as_datatype_enum,
+                        tensor_shape=tensor_shape_pb2.TensorShapeProto(),
+                        string_val=[text.encode("utf-8")],
+                    ),
+                )
+            ]
+        ).SerializeToString()
+        for tag, text in texts.items()
+    ]
 
 
 def scalar(tag: str, value: tf.Tensor, description: str) -> tf.Operation:

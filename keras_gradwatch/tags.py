@@ -32,9 +32,79 @@ Tags (``<path>`` is the Keras ``weight.path``, e.g. ``sequential/dense_1/kernel`
                                              whose gradient is exactly zero
     ``grad_nonfinite/<path>``     scalar     count of NaN and ±Inf elements
     ``grad_norm/global``          scalar     L2 norm of all gradients together
+    ``weight_nonfinite/<path>``   scalar     count of NaN and ±Inf elements of
+                                             the weight itself
     ============================  =========  ====================================
 
     The same global norm is put into the epoch ``logs`` under ``grad_norm``.
+    ``weight_nonfinite`` exists because a non-finite weight need not show in
+    its gradient: with oneDNN kernels (``TF_ENABLE_ONEDNN_OPTS=1``) a fused
+    MatMul + BiasAdd + Relu maps NaN to 0 in graph mode, so a layer whose
+    weights are NaN gets all-zero gradients.
+
+Backward signal (same run, pass and step; ``<layer>`` is the Keras 3
+``layer.path``, e.g. ``sequential/dense_1``; ``_1``, ``_2``... on repeats)
+    ==================================  =========  ==============================
+    tag                                 kind       value
+    ==================================  =========  ==============================
+    ``act_grad_norm/<layer>``           scalar     ‖∂L/∂y‖₂ over the whole
+                                                   held-out batch, y the layer's
+                                                   output (its first element if
+                                                   it returns a list or tuple)
+    ``act_grad_rms/<layer>``            scalar     the same / sqrt(elements of
+                                                   y): the root mean square
+                                                   element, comparable across
+                                                   layer widths
+    ``time_grad_ratio/<layer>``         scalar     recurrent layers: RMS over the
+                                                   batch of ‖∂L/∂x_first‖ over
+                                                   RMS of ‖∂L/∂x_last‖ (x the
+                                                   input sequence); < 1: the
+                                                   signal shrinks going back in
+                                                   time, > 1: it grows
+    ``time_grad_norm/<layer>/<q>``      scalar     recurrent layers, q in 0, 25,
+                                                   50, 75, 100: RMS over the
+                                                   batch of ‖∂L/∂x_t‖ at the
+                                                   step q % of the way through
+                                                   each sample's *valid* steps
+    ``activation/<layer>``              text       the layer's activation name
+                                                   ("relu", "tanh", "linear"...)
+    ==================================  =========  ==============================
+
+    L is the compiled loss, as for the weight gradients. The measured layers
+    are the outermost layers that own trainable weights and are not models:
+    Sequential, Functional and subclassed models are walked into, nested
+    ones too; other layers are measured whole (an LSTM, a Bidirectional
+    wrapper, a MultiHeadAttention, a custom layer holding Dense layers).
+    In a subclassed model, the layers its ``call`` calls through
+    ``__call__`` (``self.dense(x)``) are reached; what it computes with raw
+    TensorFlow ops or variables of its own is not measured. A layer called
+    more than once (shared) is measured at its first call. Where the output
+    is a sigmoid or softmax that Keras' crossentropies read through its
+    logits (they do so whenever they can, for accuracy), the loss does not
+    depend on y and the gradient is taken at the logits, the layer's
+    pre-activation output, instead. Layers whose
+    output the loss does not depend on, and non-float outputs, are left out,
+    as are weights with no gradient. Norms follow NumPy on the float32
+    gradient (NaN if any element is NaN). With mixed precision the loss is
+    scaled as for the weight gradients and these gradients are unscaled, in
+    float32.
+
+    Recurrent layers are the ``keras.layers.RNN`` subclasses (SimpleRNN,
+    GRU, LSTM, ``RNN(cell)``) and ``keras.layers.Bidirectional``, whose
+    float input of shape ``[batch, time, features]`` is watched even when
+    it is the model's input. A sample's valid steps are those the mask the
+    layer receives holds (from ``Embedding(mask_zero=True)`` or a
+    ``Masking`` layer, pre- or post-padding), every step without a mask;
+    first and last are its first and last valid step, and quantile q is its
+    valid step of rank ``round(q / 100 * (n - 1))`` (halves up) of its n.
+    Samples with no valid step are left out (all values NaN if none has
+    one). ``time_grad_ratio`` is 0 when both RMS are 0 and +inf when only
+    the last is. ``activation`` is a rank-0 string tensor (TensorBoard's
+    text plugin), at most 64 characters, written once per ``fit`` at its
+    first logged epoch, for measured layers that have an ``activation``
+    (an LSTM's or GRU's own; a Bidirectional's forward layer's); the
+    others (Embedding, BatchNormalization, MultiHeadAttention) have none.
+    These tags are Keras 3 only: tf_keras models get none of them.
 
 WeightNorms (run ``weights`` by default; same steps)
     ============================  =========  ====================================
@@ -107,6 +177,21 @@ GRAD_SCALARS = (
     "grad_nonfinite",
 )
 """Per-weight scalar prefixes, in the order GradWatch computes them."""
+
+WEIGHT_NONFINITE = "weight_nonfinite"
+STATS_COLUMNS = (*GRAD_SCALARS, WEIGHT_NONFINITE)
+"""Columns of GradWatch's per-weight statistics: the gradient's, then the
+count of non-finite elements of the weight."""
+
+ACT_GRAD_NORM = "act_grad_norm"
+ACT_GRAD_RMS = "act_grad_rms"
+TIME_GRAD_RATIO = "time_grad_ratio"
+TIME_GRAD_NORM = "time_grad_norm"
+TIME_QUANTILES = (0, 25, 50, 75, 100)
+"""Positions (% of each sample's valid steps) of ``time_grad_norm``."""
+ACTIVATION = "activation"
+"""Backward-signal prefixes: per measured layer, ``<prefix>/<layer path>``
+(``time_grad_norm/<layer path>/<q>``); ``activation`` is a text summary."""
 
 GLOBAL_NORM_TAG = "grad_norm/global"
 LOGS_GRAD_NORM = "grad_norm"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tensorboard.compat.proto import summary_pb2
+from tensorboard.compat.proto import summary_pb2, tensor_pb2
 from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
 from tensorboard.util import tensor_util
 
@@ -75,3 +75,39 @@ def test_sessions_rule_on_files(tmp_path):
     assert f"using {c.name} (steps 6-7)" in note
     assert f"leaving out {b.name} (steps 5-6)" in note
     assert a.name not in note
+
+
+def _text_tensor(strings, shape=()):
+    proto = tensor_pb2.TensorProto(dtype=7)  # DT_STRING
+    for size in shape:
+        proto.tensor_shape.dim.add(size=size)
+    proto.string_val.extend(strings)
+    return proto
+
+
+def test_short_texts_are_decoded_and_others_noted(tmp_path):
+    cases = {
+        "activation/a": _text_tensor([b"relu"]),
+        "activation/b": _text_tensor(["élu".encode()], shape=(1,)),
+        "activation/long": _text_tensor([b"x" * (_events.MAX_TEXT + 1)]),
+        "activation/bytes": _text_tensor([b"\xff\xfe"]),
+        "activation/two": _text_tensor([b"relu", b"tanh"], shape=(2,)),
+        "activation/none": _text_tensor([]),
+        "other/text": _text_tensor([b"left alone"]),
+    }
+    path = write(
+        tmp_path / name(),
+        [event(tag, 3, proto, 1.0e9) for tag, proto in cases.items()],
+    )
+    got = _events.read_file(str(path), lambda tag: tag.startswith("activation/"))
+    assert got.texts == {"activation/a": {3: "relu"}, "activation/b": {3: "élu"}}
+    assert got.values == {}
+    (problem,) = [p for p, n in got.problems.items() if n]
+    assert "text" in problem
+    assert got.problems[problem] == 4
+    run = _events.read_run("r", [str(path)], lambda tag: True)
+    assert run.texts == {
+        "activation/a": "relu",
+        "activation/b": "élu",
+        "other/text": "left alone",
+    }

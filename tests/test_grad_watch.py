@@ -325,7 +325,7 @@ def test_traced_once_across_fits_with_an_event_file_per_fit(tmp_path):
     np.testing.assert_allclose([logged[s] for s in (1, 3, 5)], norms, rtol=1e-5)
 
 
-KINDS = (tags.GRAD_HISTOGRAM, *tags.GRAD_SCALARS)
+KINDS = (tags.GRAD_HISTOGRAM, *tags.STATS_COLUMNS)
 
 
 def frozen_first_layer():

@@ -53,7 +53,7 @@ def run(grad, weight, buckets=30):
     stats, hist = tf.function(_stats.batch_stats)(
         [grad], [tf.constant(weight, tf.float32)], buckets
     )
-    return dict(zip(tags.GRAD_SCALARS, stats.numpy()[0], strict=True)), hist.numpy()[0]
+    return dict(zip(tags.STATS_COLUMNS, stats.numpy()[0], strict=True)), hist.numpy()[0]
 
 
 @pytest.mark.parametrize("make", [dense, sparse], ids=["dense", "sparse"])
@@ -134,7 +134,7 @@ def test_batched_weights_do_not_mix():
 
     stats, hists = tf.function(_stats.batch_stats)(grads, weights, 7)
     for row, (want, want_hist) in enumerate(references):
-        got = dict(zip(tags.GRAD_SCALARS, stats.numpy()[row], strict=True))
+        got = dict(zip(tags.STATS_COLUMNS, stats.numpy()[row], strict=True))
         for key in tags.GRAD_SCALARS:
             np.testing.assert_allclose(got[key], want[key], rtol=1e-6, err_msg=key)
         np.testing.assert_allclose(hists.numpy()[row], want_hist, rtol=1e-6)

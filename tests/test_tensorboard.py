@@ -45,11 +45,13 @@ def logdir(tmp_path_factory):
             keras.callbacks.TensorBoard(root, histogram_freq=1),
         ],
     )
-    return root, {w.path: int(np.prod(w.shape)) for w in model.trainable_weights}
+    layers = [layer.path for layer in model.layers if layer.trainable_weights]
+    sizes = {w.path: int(np.prod(w.shape)) for w in model.trainable_weights}
+    return root, sizes, layers
 
 
 def test_reader_sees_one_histogram_per_epoch_per_weight(logdir):
-    root, sizes = logdir
+    root, sizes, layers = logdir
     logged = read_run(root / tags.DEFAULT_RUN)
     plugins = plugin_names(root / tags.DEFAULT_RUN)
     for path, size in sizes.items():
@@ -60,17 +62,31 @@ def test_reader_sees_one_histogram_per_epoch_per_weight(logdir):
             assert buckets[:, 2].sum() == size
             assert np.all(buckets[:, 0] <= buckets[:, 1])
         assert plugins[f"grad/{path}"] == "histograms"
-        for prefix in tags.GRAD_SCALARS:
+        for prefix in tags.STATS_COLUMNS:
             assert sorted(logged[tags.tag(prefix, path)]) == list(range(EPOCHS))
             assert plugins[tags.tag(prefix, path)] == "scalars"
-    expected = {f"grad/{p}" for p in sizes} | {
-        tags.tag(prefix, p) for prefix in tags.GRAD_SCALARS for p in sizes
+    signal = {
+        tags.tag(prefix, p)
+        for prefix in (tags.ACT_GRAD_NORM, tags.ACT_GRAD_RMS)
+        for p in layers
     }
-    assert set(logged) == expected | {tags.GLOBAL_NORM_TAG}
+    for tag in signal:
+        assert sorted(logged[tag]) == list(range(EPOCHS))
+        assert plugins[tag] == "scalars"
+    # The activations, once, at the fit's first logged epoch.
+    texts = {tags.tag(tags.ACTIVATION, p) for p in layers}
+    for tag in texts:
+        assert sorted(logged[tag]) == [0]
+        assert plugins[tag] == "text"
+    assert logged[tags.tag(tags.ACTIVATION, layers[0])][0] == b"relu"
+    expected = {f"grad/{p}" for p in sizes} | {
+        tags.tag(prefix, p) for prefix in tags.STATS_COLUMNS for p in sizes
+    }
+    assert set(logged) == expected | signal | texts | {tags.GLOBAL_NORM_TAG}
 
 
 def test_runs_coexist_with_keras_tensorboard(logdir):
-    root, _ = logdir
+    root, _, _ = logdir
     runs = {p.name for p in root.iterdir() if p.is_dir()}
     assert runs == {"train", "validation", tags.DEFAULT_RUN}
     # Keras' callback still writes its own weight histograms, untouched.
@@ -85,7 +101,7 @@ def _get(base, route, **query):
 
 @pytest.fixture(scope="module")
 def server(logdir):
-    root, _ = logdir
+    root, _, _ = logdir
     process = subprocess.Popen(
         [
             sys.executable,
@@ -126,7 +142,7 @@ def server(logdir):
 
 
 def test_tensorboard_server_serves_histograms_and_scalars(server, logdir):
-    _, sizes = logdir
+    _, sizes, _ = logdir
     histogram_tags = _get(server, "/data/plugin/histograms/tags")[tags.DEFAULT_RUN]
     assert set(histogram_tags) == {f"grad/{p}" for p in sizes}
     assert (
