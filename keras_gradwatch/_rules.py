@@ -183,8 +183,7 @@ class Diagnoser:
             # MatMul+BiasAdd+Relu maps NaN to 0: "dead" units), not a cause.
             self.fed += 1
             self._feed_signal(row)
-            if not self.layers:
-                self._feed_ratio(row)
+            self._feed_ratio(row)
             self._feed_dead(row)
             self._feed_growth(row)
             self._feed_stall(row)
@@ -231,12 +230,29 @@ class Diagnoser:
             return
         alive = row.grad_to_weight[self.kernels[:-1]] > 0
         low = alive & (relative < self.th.vanishing_ratio)
+        if self.layers and row.act_grad_norm is not None:
+            # Small weight gradients are vanishing only where the backward
+            # signal does not grow toward the input: a net whose activations
+            # grow forward as fast as its signal grows backward has uniform
+            # weight ratios that would read as vanishing.
+            low &= ~self._signal_grows(row.act_grad_norm)
         self.ratio_low.add(row.epoch, low, relative)
         if row.weight_change is not None:
             change = row.weight_change[self.kernels[:-1]]
             self.ratio_low_change.add(row.epoch, low & np.isfinite(change), change)
         high = np.isfinite(relative) & (relative > self.th.exploding_ratio)
         self.ratio_high.add(row.epoch, high, relative)
+
+    def _signal_grows(self, signal: np.ndarray) -> np.ndarray:
+        """Per kernel but the last: whether its layer's backward signal is
+        above the output layer's (False where either is unknown)."""
+        owners = self.owner[:-1]
+        last = self.signal[-1] if self.signal.size else -1
+        if last < 0 or not (math.isfinite(signal[last]) and signal[last] > 0):
+            return np.zeros(owners.size, dtype=bool)
+        mine = np.where(owners >= 0, signal[np.maximum(owners, 0)], np.nan)
+        with np.errstate(invalid="ignore"):
+            return np.where(owners >= 0, mine > signal[last], False)
 
     def _feed_dead(self, row: Row) -> None:
         norm = row.grad_norm[self.kernels]
@@ -245,8 +261,11 @@ class Diagnoser:
             self.collapsed.append(row.epoch)
         dead = row.grad_dead_units[self.kernels]
         holds = dead >= self.th.dead_fraction
-        self.dead.add(row.epoch, holds & ~self.saturating, dead)
-        self.saturated.add(row.epoch, holds & self.saturating, dead)
+        # Saturation leaves the other units some gradient; a kernel with none
+        # at all gets no input (dead units before it), whatever its activation.
+        saturated = holds & self.saturating & (norm > 0)
+        self.dead.add(row.epoch, holds & ~saturated, dead)
+        self.saturated.add(row.epoch, saturated, dead)
 
     def _feed_growth(self, row: Row) -> None:
         norm = row.grad_norm[self.kernels]
@@ -320,12 +339,13 @@ class Diagnoser:
                 flagged[: dead + 1] = False  # a dead layer blocks the signal
             if flagged.any():
                 plans.append(self._plan_signal("vanishing", flagged, self.signal_low))
-        else:
-            flagged = self.ratio_low.flagged(self._needed())
-            if dead >= 0:
-                flagged[: dead + 1] = False
-            if flagged.any():
-                plans.append(self._plan_ratio("vanishing", flagged, self.ratio_low))
+        flagged = self.ratio_low.flagged(self._needed())
+        if dead >= 0:
+            limit = dead if not self.layers else self._last_kernel_of(dead)
+            flagged[: limit + 1] = False
+        if flagged.any():
+            ratio = self._plan_ratio("vanishing", flagged, self.ratio_low)
+            plans = [_joined(plans[0], ratio)] if plans else [ratio]
         flagged = self.time_low.flagged(self._needed())
         if flagged.any():
             plans.append(self._plan_time("vanishing", flagged, self.time_low))
@@ -355,6 +375,11 @@ class Diagnoser:
         if flagged.any():
             plans.append(self._plan_growth(flagged))
         return plans
+
+    def _last_kernel_of(self, layer: int) -> int:
+        """Index (among kernels) of the last kernel at or before `layer`."""
+        at_or_before = np.flatnonzero((self.owner >= 0) & (self.owner <= layer))
+        return int(at_or_before.max()) if at_or_before.size else -1
 
     def _dead_layers_limit(self) -> int:
         """The output-most column (layer index with layers, kernel index
@@ -637,10 +662,10 @@ class Diagnoser:
 
     def _cause(self, flagged: np.ndarray) -> str:
         names = {self.activation[j] for j in np.flatnonzero(flagged)}
-        if names and names <= RELU_LIKE:
+        if names & RELU_LIKE:
             return "dying ReLU"
-        if names & SATURATING and not names & RELU_LIKE:
-            return "saturated units"
+        if names and names <= SATURATING:
+            return "saturated units, or dead units before them"
         return "dead ReLUs, or saturated units after this layer"
 
     def _stalled(self) -> list[_Plan]:
@@ -676,6 +701,25 @@ class Diagnoser:
 class _Plan:
     key: tuple[str, tuple[str, ...]]
     build: Callable[[], Finding]
+
+
+def _joined(signal: _Plan, ratio: _Plan) -> _Plan:
+    """One vanishing finding from the backward signal and the weight
+    gradients: the weights of both, the evidence of both, both sentences."""
+    weights = tuple(dict.fromkeys((*signal.key[1], *ratio.key[1])))
+
+    def build() -> Finding:
+        a, b = signal.build(), ratio.build()
+        return Finding(
+            a.kind,
+            weights,
+            tuple(sorted(set(a.epochs) | set(b.epochs))),
+            {**b.evidence, **a.evidence, "threshold": a.evidence["threshold"]},
+            f"{a.message} {b.message}",
+            a.remedy,
+        )
+
+    return _Plan((signal.key[0], weights), build)
 
 
 def _gains(norms: np.ndarray, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -33,10 +33,15 @@ rules look at, see `Series.kernels`; "persistent" means in at least
     thousandth of the last's. Saturation: at least 70% of a kernel's units
     get an exactly zero gradient (see ``dead_units``) under a saturating
     activation (tanh, sigmoid...): their derivative has rounded to zero.
-    Without a logged backward signal (older logs), a kernel's gradient/
-    weight ratio ‖g‖₂/‖w‖₂ below 1e-2 of the output layer's counts
-    instead: healthy kernels stayed above 0.08 of the output layer on the
-    runs it was calibrated on, failing ones reached 1e-2 to 1e-3.
+    Weight gradients: a kernel's gradient/weight ratio ‖g‖₂/‖w‖₂ below
+    1e-2 of the output layer's, persistently, also counts (healthy kernels
+    stayed above 0.08 of the output layer on the runs it was calibrated on,
+    failing ones reached 1e-2 to 1e-3): saturated tanh units shrink the
+    gradient at their input, which the signal at their output does not
+    show. Where the backward signal is logged, only kernels whose layer's
+    signal is not above the output layer's count: a net whose activations
+    grow forward as fast as its signal grows backward has small weight
+    ratios on the input side while its signal explodes.
 ``exploding``
     Through depth: a layer's backward signal is above 1e3 times a later
     layer's, persistently. With Glorot or He initialization the signal's
