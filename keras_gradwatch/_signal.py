@@ -266,10 +266,10 @@ def signal(capture: Capture, grads: Sequence[Any]) -> tuple[tf.Tensor, Measured]
             output_grads[id(c)] = g
     grads = grads[len(with_logits) :]
     activations = {}
-    for layer in capture.layers:
-        name = activation_name(layer)
+    for c in calls:
+        name = activation_name(c.layer)
         if name is not None:
-            activations[paths[id(layer)]] = name
+            activations[paths[id(c.layer)]] = name
     names: list[str] = []
     parts: list[tf.Tensor] = []
     kept = [(c, output_grads[id(c)]) for c in outputs]

@@ -442,3 +442,37 @@ def test_events_reader_returns_the_activation_texts(tmp_path):
     assert {t: sorted(s) for t, s in single.texts.items()} == {
         t: [0] for t in run.texts
     }
+
+
+@pytest.mark.parametrize(
+    ("activation", "gain", "vanishing"),
+    [("tanh", 0.3, True), ("linear", 1.2, False)],
+    ids=["vanishing", "exploding"],
+)
+def test_time_ratio_tells_vanishing_from_exploding(
+    activation, gain, vanishing, tmp_path
+):
+    """Over 60 steps the signal shrinks (or grows) about gain**60 going back
+    in time: far below (above) 1, whatever the weights' gradients say."""
+    keras.utils.set_random_seed(11)
+    rnn = keras.layers.SimpleRNN(
+        8,
+        activation=activation,
+        recurrent_initializer=keras.initializers.Orthogonal(gain),
+    )
+    model = keras.Sequential([keras.Input((60, 2)), rnn, keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(0.0), "mse")
+    x = rng.normal(size=(16, 60, 2)).astype("float32") * 0.1
+    y = rng.normal(size=(16, 1)).astype("float32")
+    got = logged(model, x, y, tmp_path)
+    ratio = float(got[tags.tag(tags.TIME_GRAD_RATIO, rnn.path)])
+    profile = [
+        float(got[tags.tag(tags.TIME_GRAD_NORM, f"{rnn.path}/{q}")])
+        for q in tags.TIME_QUANTILES
+    ]
+    if vanishing:
+        assert ratio < 1e-6
+        assert profile == sorted(profile)  # grows toward the last step
+    else:
+        assert ratio > 1e2
+        assert profile == sorted(profile, reverse=True)
