@@ -63,11 +63,14 @@ class _Tally:
         self.extreme = np.full(size, np.nan)
         self.last = np.full(size, np.nan)
         self.rows: list[tuple[int, np.ndarray]] = []
+        self.now = np.zeros(size, dtype=bool)
+        """Where it held at the last epoch fed to it."""
         self._pick = pick
 
     def add(
         self, epoch: int, holds: np.ndarray, values: np.ndarray | None = None
     ) -> None:
+        self.now = holds
         if not holds.any():
             return
         self.count += holds
@@ -257,13 +260,19 @@ class Diagnoser:
     def _feed_dead(self, row: Row) -> None:
         norm = row.grad_norm[self.kernels]
         logged = np.isfinite(norm)
-        if logged.any() and np.all(~logged | (norm == 0)):
+        if (
+            logged.any()
+            and np.all(~logged | (norm == 0))
+            and not self.saturating.all()  # then it is saturation
+        ):
             self.collapsed.append(row.epoch)
         dead = row.grad_dead_units[self.kernels]
         holds = dead >= self.th.dead_fraction
-        # Saturation leaves the other units some gradient; a kernel with none
-        # at all gets no input (dead units before it), whatever its activation.
-        saturated = holds & self.saturating & (norm > 0)
+        # Under a saturating activation, units with no gradient are saturated,
+        # unless units before them are dead: then they get no input at all.
+        dying = holds & ~self.saturating
+        dead_before = np.cumsum(dying) - dying
+        saturated = holds & self.saturating & ((norm > 0) | (dead_before == 0))
         self.dead.add(row.epoch, holds & ~saturated, dead)
         self.saturated.add(row.epoch, saturated, dead)
 
@@ -334,25 +343,30 @@ class Diagnoser:
         plans = []
         dead = self._dead_layers_limit()
         if self.layers:
-            flagged = self.signal_low.flagged(self._needed())
+            flagged = self._lasting(self.signal_low)
             if dead >= 0:
                 flagged[: dead + 1] = False  # a dead layer blocks the signal
             if flagged.any():
                 plans.append(self._plan_signal("vanishing", flagged, self.signal_low))
-        flagged = self.ratio_low.flagged(self._needed())
+        flagged = self._lasting(self.ratio_low)
         if dead >= 0:
             limit = dead if not self.layers else self._last_kernel_of(dead)
             flagged[: limit + 1] = False
         if flagged.any():
-            ratio = self._plan_ratio("vanishing", flagged, self.ratio_low)
-            plans = [_joined(plans[0], ratio)] if plans else [ratio]
-        flagged = self.time_low.flagged(self._needed())
-        if flagged.any():
-            plans.append(self._plan_time("vanishing", flagged, self.time_low))
-        flagged = self.saturated.flagged(self._needed())
+            plans.append(self._plan_ratio("vanishing", flagged, self.ratio_low))
+        flagged = self._lasting(self.saturated)
         if flagged.any():
             plans.append(self._plan_saturated(flagged))
-        return plans
+        flagged = self._lasting(self.time_low)
+        if flagged.any():
+            plans.append(self._plan_time("vanishing", flagged, self.time_low))
+        return [_joined(plans)] if plans else []
+
+    def _lasting(self, tally: _Tally) -> np.ndarray:
+        """Where a condition held persistently and still holds: one that
+        training has left behind (BatchNorm rescuing a deep sigmoid net
+        after a few epochs) is history, not a verdict."""
+        return tally.flagged(self._needed()) & tally.now
 
     def _exploding(self) -> list[_Plan]:
         plans = []
@@ -384,7 +398,7 @@ class Diagnoser:
     def _dead_layers_limit(self) -> int:
         """The output-most column (layer index with layers, kernel index
         without) at or before which dead units explain a missing signal."""
-        dead = self.dead.flagged(self._needed())
+        dead = self._lasting(self.dead)
         collapsed = len(self.collapsed) >= self._needed()
         if not dead.any() and not collapsed:
             return -1
@@ -636,7 +650,7 @@ class Diagnoser:
                 )
 
             return [_Plan(("dead_units", weights), build_collapsed)]
-        flagged = self.dead.flagged(self._needed())
+        flagged = self._lasting(self.dead)
         if not flagged.any():
             return []
         columns = self.kernels[flagged]
@@ -703,23 +717,29 @@ class _Plan:
     build: Callable[[], Finding]
 
 
-def _joined(signal: _Plan, ratio: _Plan) -> _Plan:
-    """One vanishing finding from the backward signal and the weight
-    gradients: the weights of both, the evidence of both, both sentences."""
-    weights = tuple(dict.fromkeys((*signal.key[1], *ratio.key[1])))
+def _joined(plans: list[_Plan]) -> _Plan:
+    """One finding from several of a kind (the backward signal, the weight
+    gradients, saturation, through time): the weights, evidence, epochs and
+    sentences of all; the first one's remedy and threshold."""
+    if len(plans) == 1:
+        return plans[0]
+    weights = tuple(dict.fromkeys(w for plan in plans for w in plan.key[1]))
 
     def build() -> Finding:
-        a, b = signal.build(), ratio.build()
+        parts = [plan.build() for plan in plans]
+        evidence: dict[str, float] = {}
+        for part in reversed(parts):
+            evidence.update(part.evidence)
         return Finding(
-            a.kind,
+            parts[0].kind,
             weights,
-            tuple(sorted(set(a.epochs) | set(b.epochs))),
-            {**b.evidence, **a.evidence, "threshold": a.evidence["threshold"]},
-            f"{a.message} {b.message}",
-            a.remedy,
+            tuple(sorted({e for part in parts for e in part.epochs})),
+            evidence,
+            " ".join(part.message for part in parts),
+            parts[0].remedy,
         )
 
-    return _Plan((signal.key[0], weights), build)
+    return _Plan((plans[0].key[0], weights), build)
 
 
 def _gains(norms: np.ndarray, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

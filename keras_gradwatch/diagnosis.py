@@ -15,7 +15,10 @@ epoch after 5,000 epochs as after 10.
 Rules (defaults in `Thresholds`; "kernels" are the weights the layer-wise
 rules look at, see `Series.kernels`; "persistent" means in at least
 ``min_epochs`` = 2 logged epochs, or in every one when fewer were logged;
-"a later layer" is one after it in the forward order)
+"a later layer" is one after it in the forward order. ``vanishing`` and
+``dead_units`` are reported while they last: they must also hold at the
+last logged epoch, as training can leave them behind, e.g. BatchNorm
+rescuing a deep sigmoid net after a few epochs)
 
 ``vanishing``
     Through depth: a layer's backward signal is below 1e-3 of a later
@@ -77,13 +80,16 @@ rules look at, see `Series.kernels`; "persistent" means in at least
     activation in use (``activation/<layer>``, or the model in a live run).
 ``stalled``
     The best loss of the last 5 logged epochs improves on the best loss
-    before them by less than 0.1% *and* a kernel barely changes: its
+    before them by less than 1% *and* a kernel barely changes: its
     ``weight_change`` (‖Δw‖₁/‖w‖₁ per logged epoch) is below 1e-3, or, where
     that was not logged, its gradient/weight ratio is below 1e-3; persistently.
     No loss, no finding. SageMaker Debugger pairs ``LossNotDecreasing`` with
     ``WeightUpdateRatio`` (update/weight below 1e-8 per step); DeepDiagnosis
     flags a loss that stops decreasing over 5 steps and a relative update
-    below 1e-5. We judge per logged epoch, so the thresholds are larger. A
+    below 1e-5. We judge per logged epoch, so the thresholds are larger;
+    the update decides, and the loss only spares a run whose loss still
+    visibly moves (a loss falling 0.02% per epoch, 0.1% over the window,
+    is not going anywhere within a training budget). A
     run that has simply converged looks the same; the message says so.
     Reported only while it lasts (it holds at the last logged epoch: a
     plateau that training left is not reported) and only when no other rule
@@ -228,7 +234,7 @@ class Thresholds:
         dead_fraction: Fraction of a kernel's units with zero gradient that
             counts as dead. Defaults to 0.7.
         stall_loss: Relative loss improvement below which the loss counts as
-            flat. Defaults to 1e-3.
+            flat. Defaults to 1e-2.
         stall_window: Number of logged epochs the improvement is measured
             over. Defaults to 5.
         stall_update: ``weight_change`` (per logged epoch) below which a kernel
@@ -251,7 +257,7 @@ class Thresholds:
     time_vanishing: float = 1e-3
     time_exploding: float = 1e3
     dead_fraction: float = 0.7
-    stall_loss: float = 1e-3
+    stall_loss: float = 1e-2
     stall_window: int = 5
     stall_update: float = 1e-3
     stall_grad_to_weight: float = 1e-3
