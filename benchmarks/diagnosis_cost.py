@@ -91,8 +91,10 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         parser.error(f"--epochs must be at least {2 * WINDOW}")
     result = {}
     print(
-        f"Live diagnosis per epoch, {args.weights} weights, {args.weights // 2} layers: "
-        f"epochs {WINDOW}-{2 * WINDOW - 1} vs the last {WINDOW} of {args.epochs}"
+        f"Live diagnosis per epoch, {args.weights} weights, "
+        f"{args.weights // 2} layers: "
+        f"epochs {WINDOW}-{2 * WINDOW - 1} vs the last {WINDOW} "
+        f"of {args.epochs}"
     )
     print("| run | early (ms) | late (ms) | late / early | findings logged |")
     print("|---|---:|---:|---:|---:|")

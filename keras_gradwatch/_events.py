@@ -22,8 +22,8 @@ Bounds
     * Of the wanted tags, only scalars and short texts are decoded: a
       tensor of rank 0 (or all dimensions 1) and a numeric dtype whose
       content holds exactly one element, or a string tensor of that shape
-      holding one valid UTF-8 string of at most `MAX_TEXT` bytes (the
-      ``activation/<layer>`` tags; they go to `EventFile.texts` and
+      holding one valid UTF-8 string of at most `MAX_TEXT` bytes (only for
+      the ``activation/<layer>`` tags; they go to `EventFile.texts` and
       `Run.texts`). Anything else (another shape, dtype or content length)
       is skipped and counted, never allocated. Other tags are not decoded.
     * The directory walk is iterative (no recursion limit) and visits each
@@ -66,6 +66,8 @@ import numpy as np
 from google.protobuf.message import DecodeError
 from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2
 
+from keras_gradwatch import tags
+
 MAX_RECORD = 16 << 10
 """Largest record (bytes of data) that is read and decoded."""
 MAX_TEXT = 64
@@ -84,6 +86,8 @@ Values = dict[str, dict[int, float]]
 Texts = dict[str, dict[int, str]]
 """Tag -> step -> text."""
 _STRING = 7  # DT_STRING
+_TEXT_PREFIX = f"{tags.ACTIVATION}/"
+"""Wanted tags read as text; every other wanted tag must be a scalar."""
 
 # TensorFlow's DataType enum -> (layout of one element in tensor_content,
 # TensorProto field that holds one value otherwise).
@@ -389,8 +393,10 @@ def _decode(
                 take = chosen[tag] = wanted(tag)
             if not take:
                 continue
-            if value.WhichOneof("value") == "tensor" and (
-                value.tensor.dtype == _STRING
+            if (
+                tag.startswith(_TEXT_PREFIX)
+                and value.WhichOneof("value") == "tensor"
+                and value.tensor.dtype == _STRING
             ):
                 text = _text(value.tensor)
                 if text is None:

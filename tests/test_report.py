@@ -223,13 +223,15 @@ def test_truncated_last_record_still_reads(logdir, tmp_path):
     shutil.copytree(root / "relu" / "heldout", run)
     (events,) = run.glob("*tfevents*")
     data = events.read_bytes()
-    # TFRecord framing: u64 length, u32 crc, data, u32 crc. The last two
-    # records are the last weight's grad_nonfinite and grad_norm/global.
+    # TFRecord framing: u64 length, u32 crc, data, u32 crc. Cut inside the
+    # last epoch's record of the last weight's grad_nonfinite.
     starts, position = [], 0
     while position < len(data):
         starts.append(position)
         position += 16 + struct.unpack("<Q", data[position : position + 8])[0]
-    events.write_bytes(data[: starts[-2] + 20])  # cut inside grad_nonfinite
+    wanted = f"grad_nonfinite/{paths[-1]}".encode()
+    last = max(i for i, start in enumerate(starts) if wanted in data[start:][:400])
+    events.write_bytes(data[: starts[last] + 20])
     original = run_named(_report.load(root).runs, "relu/heldout").series
     loaded = _report.load(tmp_path)
     (cut,) = loaded.runs
