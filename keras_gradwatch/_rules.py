@@ -293,7 +293,7 @@ class Diagnoser:
         defined = math.isfinite(self.improvement)
         self.defined += defined
         self.stall_now = np.zeros(self.kernels.size, dtype=bool)
-        if not defined or self.improvement >= self.th.stall_loss:
+        if not defined or self.improvement >= self.th.stall_frozen_loss:
             return
         change = row.grad_to_weight[self.kernels]
         measured = np.zeros(change.shape, dtype=bool)
@@ -301,6 +301,9 @@ class Diagnoser:
             measured = np.isfinite(row.weight_change[self.kernels])
             change = np.where(measured, row.weight_change[self.kernels], change)
         limit = np.where(measured, self.th.stall_update, self.th.stall_grad_to_weight)
+        if self.improvement >= self.th.stall_loss:
+            # A loss that still creeps down: stalled only if frozen.
+            limit = np.full(limit.shape, self.th.stall_frozen)
         self.stall_now = change < limit
         self.stall.add(row.epoch, self.stall_now, change)
         self.stall_measured = np.where(self.stall_now, measured, self.stall_measured)

@@ -80,16 +80,17 @@ rescuing a deep sigmoid net after a few epochs)
     activation in use (``activation/<layer>``, or the model in a live run).
 ``stalled``
     The best loss of the last 5 logged epochs improves on the best loss
-    before them by less than 1% *and* a kernel barely changes: its
+    before them by less than 0.1% *and* a kernel barely changes: its
     ``weight_change`` (‖Δw‖₁/‖w‖₁ per logged epoch) is below 1e-3, or, where
     that was not logged, its gradient/weight ratio is below 1e-3; persistently.
     No loss, no finding. SageMaker Debugger pairs ``LossNotDecreasing`` with
     ``WeightUpdateRatio`` (update/weight below 1e-8 per step); DeepDiagnosis
     flags a loss that stops decreasing over 5 steps and a relative update
-    below 1e-5. We judge per logged epoch, so the thresholds are larger;
-    the update decides, and the loss only spares a run whose loss still
-    visibly moves (a loss falling 0.02% per epoch, 0.1% over the window,
-    is not going anywhere within a training budget). A
+    below 1e-5. We judge per logged epoch, so the thresholds are larger. A
+    kernel that is frozen, changing less than DeepDiagnosis' 1e-5 per
+    logged epoch, stalls a loss that improves by less than 1% over the
+    window too: a loss creeping down 0.02% per epoch on frozen weights is
+    not going anywhere within a training budget. A
     run that has simply converged looks the same; the message says so.
     Reported only while it lasts (it holds at the last logged epoch: a
     plateau that training left is not reported) and only when no other rule
@@ -234,13 +235,17 @@ class Thresholds:
         dead_fraction: Fraction of a kernel's units with zero gradient that
             counts as dead. Defaults to 0.7.
         stall_loss: Relative loss improvement below which the loss counts as
-            flat. Defaults to 1e-2.
+            flat. Defaults to 1e-3.
         stall_window: Number of logged epochs the improvement is measured
             over. Defaults to 5.
         stall_update: ``weight_change`` (per logged epoch) below which a kernel
             barely changes. Defaults to 1e-3.
         stall_grad_to_weight: The same on the gradient/weight ratio, where no
             ``weight_change`` was logged. Defaults to 1e-3.
+        stall_frozen_loss: A loss improving less than this over the window
+            is stalled where a kernel is frozen. Defaults to 1e-2.
+        stall_frozen: ...frozen: its ``weight_change`` (or gradient/weight
+            ratio) below this. Defaults to 1e-5.
         min_epochs: Logged epochs a condition must hold in to be reported
             (every logged epoch when fewer were logged). Defaults to 2.
 
@@ -257,10 +262,12 @@ class Thresholds:
     time_vanishing: float = 1e-3
     time_exploding: float = 1e3
     dead_fraction: float = 0.7
-    stall_loss: float = 1e-2
+    stall_loss: float = 1e-3
     stall_window: int = 5
     stall_update: float = 1e-3
     stall_grad_to_weight: float = 1e-3
+    stall_frozen_loss: float = 1e-2
+    stall_frozen: float = 1e-5
     min_epochs: int = 2
 
     def __post_init__(self) -> None:
@@ -291,6 +298,8 @@ class Thresholds:
             "stall_loss",
             "stall_update",
             "stall_grad_to_weight",
+            "stall_frozen_loss",
+            "stall_frozen",
         ):
             value = getattr(self, name)
             if not 0 < value < math.inf:

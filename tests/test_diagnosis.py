@@ -325,7 +325,7 @@ def plateau_loss(dip):
     return np.array([1.0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5 * (1 - dip), 0.5 * (1 - dip)])
 
 
-@pytest.mark.parametrize(("dip", "flagged"), [(0.0099, True), (0.0101, False)])
+@pytest.mark.parametrize(("dip", "flagged"), [(0.00099, True), (0.00101, False)])
 def test_stalled_loss_threshold(dip, flagged):
     ratio = np.full((8, 3), HEALTHY)
     change = np.full(ratio.shape, 1e-2)
@@ -356,6 +356,17 @@ def test_stalled_falls_back_on_grad_to_weight(ratio, flagged):
     assert kinds(findings) == (["stalled"] if flagged else [])
     if flagged:
         assert "grad_to_weight/net/dense_0/kernel" in findings[0].evidence
+
+
+@pytest.mark.parametrize(
+    ("dip", "change", "flagged"),
+    [(0.0099, 0.99e-5, True), (0.0101, 0.99e-5, False), (0.0099, 1.01e-5, False)],
+)
+def test_frozen_kernels_stall_a_creeping_loss(dip, change, flagged):
+    ratio = np.full((8, 2), HEALTHY)
+    changes = np.full(ratio.shape, change)
+    findings = diagnose(make(ratio, weight_change=changes, loss=plateau_loss(dip)))
+    assert kinds(findings) == (["stalled"] if flagged else [])
 
 
 def test_measured_update_beats_gradient_size():
