@@ -388,6 +388,7 @@ SCENARIOS: dict[str, Scenario] = {
         mlp(2, 30, 32, "tanh", normal(3.0), _sgd(1e-4)),
         _k(E), hidden(30),
         "30 tanh layers of 32, N(0, 9/fan_in) (chaotic), SGD 1e-4",
+        epochs=12,
     ),
     "linear_deep_adam": Scenario(
         "mlp", two_circles,
@@ -405,16 +406,17 @@ SCENARIOS: dict[str, Scenario] = {
     ),
     "relu_negative_bias": Scenario(
         "mlp", two_circles,
-        mlp(2, 20, 8, "relu", he(), _sgd(0.01), bias=-1.0),
-        _k(D), hidden(20),
-        "20 ReLU layers of 8, biases at -1",
+        mlp(2, 12, 8, "relu", he(), _sgd(0.01), bias=-1.0),
+        _k(D), hidden(12),
+        "12 ReLU layers of 8, biases at -1",
+        epochs=12,
     ),
     "nan_feature": Scenario(
         "mlp", digits_nan_feature,
         mlp(64, 3, 64, "relu", he(), _adam(), classes=10),
         _k(N), hidden(3),
         "3 ReLU layers of 64 on digits, pixel 20 NaN in one row in ten",
-        classes=10,
+        classes=10, epochs=10,
     ),
     "mlp_huge_lr": Scenario(
         "mlp", digits,
@@ -450,7 +452,7 @@ SCENARIOS: dict[str, Scenario] = {
         cnn(8, "sigmoid", _sgd(0.01), kernel=keras.initializers.GlorotUniform),
         _k(V), convs(8),
         "8 Conv2D(8, 3x3, sigmoid), Glorot, SGD 0.01",
-        classes=10,
+        classes=10, epochs=12,
     ),
     "cnn_negative_bias": Scenario(
         "cnn", digits_images,
@@ -521,10 +523,10 @@ SCENARIOS: dict[str, Scenario] = {
     # ---- residual + BatchNorm
     "sigmoid_deep_bn": Scenario(
         "residual_bn", two_circles,
-        mlp(2, 10, 16, "sigmoid", glorot(), _sgd(0.01), batch_norm=True),
+        mlp(2, 10, 16, "sigmoid", glorot(), _adam(3e-3), batch_norm=True),
         HEALTHY, hidden(10),
-        "sigmoid_deep with BatchNormalization before each sigmoid",
-        epochs=30, batch_size=32,
+        "sigmoid_deep with BatchNormalization before each sigmoid, Adam 3e-3",
+        epochs=20, batch_size=32,
     ),
     "resnet_deep": Scenario(
         "residual_bn", digits,
