@@ -48,6 +48,10 @@ What GradWatch's logs give instead of AUTOTRAINER's own hooks:
   output) need what the logs do not hold and are left out; every scenario
   uses a loss that fits its output.
 
+The flags are sticky, as in AUTOTRAINER: once set they stay set. For runs of
+fewer than 14 epochs the accuracy checks start at the first epoch, whose
+one-epoch history counts as flat.
+
 Problems map to our kinds: vanish -> vanishing, explode -> non_finite where
 a NaN/Inf was seen (loss, weights or gradients), else exploding, relu ->
 dead_units, not_converge -> stalled; unstable counts as a false positive of

@@ -1,6 +1,6 @@
 """How well the diagnosis rules judge models they were not tuned on.
 
-Trains the labelled scenarios of `diagnosis_scenarios.py` (30 runs in six
+Trains the labelled scenarios of `diagnosis_scenarios.py` (30 models in six
 families: MLP, CNN, recurrent through time, residual + BatchNorm, text
 embeddings, attention; data bundled with scikit-learn or synthetic, nothing
 is downloaded) with `GradWatch`, `WeightNorms` and
