@@ -13,6 +13,8 @@ gru_bidirectional.
 Also the live side: GradWatch logs one warning per new finding while training.
 """
 
+import contextlib
+import io
 import logging
 import math
 from pathlib import Path
@@ -46,7 +48,11 @@ CI_SCENARIOS = (
 
 @pytest.fixture(scope="module")
 def result():
-    return EVAL.main(["--seeds", "0", "--only", ",".join(CI_SCENARIOS)])
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        out = EVAL.main(["--seeds", "0", "--only", ",".join(CI_SCENARIOS)])
+    print(printed.getvalue())  # the table, shown where a test fails
+    return out | {"printed": printed.getvalue()}
 
 
 def test_scenarios_span_the_families_and_kinds():
@@ -62,9 +68,9 @@ def test_scenarios_span_the_families_and_kinds():
     assert set().union(*(sc.intended for sc in chosen)) == set(KINDS)
 
 
-def test_every_label_is_confirmed_by_its_measurement(result, capsys):
+def test_every_label_is_confirmed_by_its_measurement(result):
     assert result["unconfirmed"] == []
-    assert "labels not confirmed: none" in capsys.readouterr().out
+    assert "labels not confirmed: none" in result["printed"]
 
 
 @pytest.mark.parametrize("kind", [*KINDS, "overall"])
