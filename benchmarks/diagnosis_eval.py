@@ -1,170 +1,208 @@
-"""How well the diagnosis rules judge trained models: precision and recall.
+"""How well the diagnosis rules judge models they were not tuned on.
 
-Trains small models on scikit-learn's two circles (bundled data, nothing is
-downloaded) with `GradWatch`, `WeightNorms` and `keras.callbacks.TensorBoard`,
-reads each log directory back with the ``gradwatch report`` reader, and
-compares the findings with what each scenario is built to show:
+Trains the labelled scenarios of `diagnosis_scenarios.py` (30 models in six
+families: MLP, CNN, recurrent through time, residual + BatchNorm, text
+embeddings, attention; data bundled with scikit-learn or synthetic, nothing
+is downloaded) with `GradWatch`, `WeightNorms` and
+`keras.callbacks.TensorBoard` into one log directory per run, reads each
+back with the ``gradwatch report`` reader (`_report.load`) and scores its
+findings, whatever rules `keras_gradwatch.diagnosis` holds.
 
-- ``sigmoid_deep``: 10 sigmoid layers of 16, Glorot init; expects ``vanishing``.
-- ``tanh_uniform``: the brief's 5 tanh layers of 5, ``RandomUniform(0, 1)``
-  init; expects ``vanishing``.
-- ``relu_he``: the brief's 5 ReLU layers of 5, He init; expects nothing.
-- ``large_init``: 6 linear layers of 32, ``RandomNormal(0, 1)`` init;
-  expects ``exploding`` or ``non_finite``.
-- ``relu_collapse``: 20 ReLU layers of 8, biases initialized at -1; expects
-  ``dead_units``.
+Every label is checked by an independent measurement (`diagnosis_oracle.py`:
+an eager tape on the model before and after training) printed next to the
+verdict. Where a seed's measurement does not show the kinds the scenario is
+built for, the row says "label not confirmed" and the run is scored against
+what was measured.
 
-All train with SGD(0.01, momentum 0.9) on binary cross-entropy, batch 32.
-
-Counting is per kind: a finding of the expected kind is a true positive, a
-finding of any other kind a false positive, an expected kind not found a
-false negative (for ``large_init`` either kind counts, once). Precision and
-recall are over all scenarios together.
+Scoring is per kind: a finding of a measured kind is a true positive, of a
+kind neither measured nor tolerated a false positive (any finding on a
+healthy run is one), a measured kind not found a false negative. The same
+logs are judged by AUTOTRAINER's published rules (`autotrainer.py`), whose
+``unstable`` verdict counts as a false positive of no kind.
 
 Usage::
 
-    python benchmarks/diagnosis_eval.py [--epochs N] [--logdir DIR]
+    python benchmarks/diagnosis_eval.py [--seeds 0,1,2] [--only a,b]
+        [--epochs N] [--logdir DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
-from collections.abc import Callable
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import autotrainer  # noqa: E402
+import diagnosis_oracle as oracle  # noqa: E402
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.datasets import make_circles  # noqa: E402
-from sklearn.preprocessing import MinMaxScaler  # noqa: E402
+from diagnosis_scenarios import SCENARIOS, Scenario, two_circles  # noqa: E402
 
 from keras_gradwatch import GradWatch, WeightNorms, _report  # noqa: E402
+from keras_gradwatch.diagnosis import KINDS  # noqa: E402
+
+__all__ = ["SCENARIOS", "Scenario", "main", "two_circles"]
 
 
-@dataclass(frozen=True)
-class Scenario:
-    build: Callable[[], keras.Model]
-    expected: frozenset[str]
-    """Kinds the scenario is built to show; one of them is enough."""
+@dataclass
+class Outcome:
+    name: str
+    seed: int
+    label: frozenset[str]
+    tolerated: frozenset[str]
+    confirmed: bool
+    measurement: oracle.Measurement
+    found: set[str]
+    autotrainer: set[str]
+    seconds: float
 
 
-def _mlp(
-    layers: int,
-    width: int,
-    activation: str | None,
-    kernel: Callable[[], keras.initializers.Initializer],
-    bias: float = 0.0,
-    lr: float = 0.01,
-) -> Callable[[], keras.Model]:
-    def build() -> keras.Model:
-        model = keras.Sequential(name="mlp")
-        model.add(keras.Input((2,)))
-        for i in range(1, layers + 1):
-            model.add(
-                keras.layers.Dense(
-                    width,
-                    activation=activation,
-                    kernel_initializer=kernel(),
-                    bias_initializer=keras.initializers.Constant(bias),
-                    name=f"hidden_{i}",
-                )
-            )
-        model.add(keras.layers.Dense(1, activation="sigmoid", name="output"))
-        model.compile(keras.optimizers.SGD(lr, momentum=0.9), "binary_crossentropy")
-        return model
-
-    return build
-
-
-SCENARIOS = {
-    "sigmoid_deep": Scenario(
-        _mlp(10, 16, "sigmoid", keras.initializers.GlorotUniform),
-        frozenset({"vanishing"}),
-    ),
-    "tanh_uniform": Scenario(
-        _mlp(5, 5, "tanh", lambda: keras.initializers.RandomUniform(0.0, 1.0)),
-        frozenset({"vanishing"}),
-    ),
-    "relu_he": Scenario(_mlp(5, 5, "relu", keras.initializers.HeUniform), frozenset()),
-    "large_init": Scenario(
-        _mlp(6, 32, None, lambda: keras.initializers.RandomNormal(0.0, 1.0)),
-        frozenset({"exploding", "non_finite"}),
-    ),
-    "relu_collapse": Scenario(
-        _mlp(20, 8, "relu", keras.initializers.HeUniform, bias=-1.0),
-        frozenset({"dead_units"}),
-    ),
-}
-
-
-def two_circles(seed: int = 1) -> tuple[np.ndarray, ...]:
-    x, y = make_circles(n_samples=1000, noise=0.1, random_state=seed)
-    x = MinMaxScaler(feature_range=(-1, 1)).fit_transform(x).astype("float32")
-    y = y.astype("float32")
-    return x[:500], y[:500], x[500:], y[500:]
-
-
-def run(name: str, logdir: str, epochs: int) -> set[str]:
-    """Trains one scenario into ``<logdir>/<name>``; returns its finding kinds."""
-    x, y, xt, yt = two_circles()
-    keras.utils.set_random_seed(0)
-    model = SCENARIOS[name].build()
-    run_dir = os.path.join(logdir, name)
-    model.fit(
-        x, y, epochs=epochs, batch_size=32, verbose=0,
+def run(name: str, seed: int, logdir: str, epochs: int | None) -> Outcome:
+    """Trains one scenario into ``<logdir>/<seed>/<name>`` and judges it."""
+    sc = SCENARIOS[name]
+    epochs = epochs or sc.epochs
+    keras.utils.set_random_seed(seed)
+    x, y, xh, yh = sc.data(seed)
+    model = sc.build()
+    start = time.perf_counter()
+    initial, _ = oracle.gains(model, sc.probes, sc.sequence, xh, yh)
+    run_dir = os.path.join(logdir, str(seed), name)
+    history = model.fit(
+        x, y, epochs=epochs, batch_size=sc.batch_size, verbose=0,
         callbacks=[
-            keras.callbacks.TensorBoard(run_dir),
-            GradWatch(run_dir, held_out=(xt[:256], yt[:256]), diagnose=False),
+            keras.callbacks.TensorBoard(run_dir, write_graph=False, profile_batch=0),
+            GradWatch(run_dir, held_out=(xh, yh), diagnose=False),
             WeightNorms(run_dir),
         ],
     )  # fmt: skip
+    m = oracle.measure(
+        model, sc.probes, sc.sequence, initial, x, history.history, (xh, yh)
+    )
+    seconds = time.perf_counter() - start
+    label, tolerated = oracle.label(m)
     (data,) = _report.load(run_dir).runs
-    return {finding.kind for finding in data.findings}
+    found = {finding.kind for finding in data.findings}
+    accuracy = autotrainer.read_scalars(run_dir, "train", ["epoch_accuracy"])
+    weights = autotrainer.read_scalars(run_dir, "weights", ["weight_l2/"])
+    shapes = {w.path: tuple(w.shape) for w in model.trainable_weights}
+    auto = autotrainer.detect(
+        data.series, accuracy.get("epoch_accuracy", {}), weights, shapes, epochs
+    )
+    return Outcome(
+        name, seed, label, tolerated, label == sc.intended, m, found, set(auto),
+        seconds,
+    )  # fmt: skip
 
 
-def score(found: dict[str, set[str]]) -> dict[str, float]:
-    tp = fp = fn = 0
-    for name, kinds in found.items():
-        expected = SCENARIOS[name].expected
-        hit = bool(kinds & expected)
-        tp += hit
-        fn += bool(expected) and not hit
-        fp += len(kinds - expected)
-    return {
-        "tp": tp,
-        "fp": fp,
-        "fn": fn,
-        "precision": tp / (tp + fp) if tp + fp else 1.0,
-        "recall": tp / (tp + fn) if tp + fn else 1.0,
-    }
+def score(outcomes: Iterable[Outcome], detector: str) -> dict[str, dict]:
+    """Precision and recall per kind and ``overall`` of `detector`
+    (``"found"``: our rules, ``"autotrainer"``)."""
+    counts = {k: {"tp": 0, "fp": 0, "fn": 0} for k in (*KINDS, "overall")}
+    for o in outcomes:
+        found = getattr(o, detector)
+        for kind in found:
+            key = "tp" if kind in o.label else None
+            if key is None and kind in o.tolerated:
+                continue
+            key = key or "fp"
+            if kind in counts:
+                counts[kind][key] += 1
+            counts["overall"][key] += 1
+        for kind in o.label - found:
+            counts[kind]["fn"] += 1
+            counts["overall"]["fn"] += 1
+    for c in counts.values():
+        c["precision"] = c["tp"] / (c["tp"] + c["fp"]) if c["tp"] + c["fp"] else 1.0
+        c["recall"] = c["tp"] / (c["tp"] + c["fn"]) if c["tp"] + c["fn"] else 1.0
+    return counts
+
+
+def _kinds(kinds: Iterable[str]) -> str:
+    return ", ".join(sorted(kinds)) or "nothing"
+
+
+def _pr(c: dict) -> str:
+    return f"{c['precision']:.2f} / {c['recall']:.2f}"
+
+
+def print_runs(outcomes: list[Outcome]) -> None:
+    print("| seed | scenario | family | label (measured) | measurement | "
+          "gradwatch | AUTOTRAINER | s |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
+    for o in outcomes:
+        sc = SCENARIOS[o.name]
+        label = _kinds(o.label)
+        if o.tolerated:
+            label += f" (tolerated: {_kinds(o.tolerated)})"
+        if not o.confirmed:
+            label += f"; label not confirmed (built for {_kinds(sc.intended)})"
+        mark = "" if o.found <= o.label | o.tolerated and o.label <= o.found else " ✗"
+        print(
+            f"| {o.seed} | {o.name} | {sc.family} | {label} | "
+            f"{o.measurement.summary()} | {_kinds(o.found)}{mark} | "
+            f"{_kinds(o.autotrainer)} | {o.seconds:.1f} |"
+        )
+
+
+def print_scores(title: str, ours: dict, theirs: dict) -> None:
+    print(f"\n{title}: precision / recall (tp, fp, fn)")
+    print("| kind | gradwatch | AUTOTRAINER |")
+    print("|---|---|---|")
+    for kind in (*KINDS, "overall"):
+        a, b = ours[kind], theirs[kind]
+        print(
+            f"| {kind} | {_pr(a)} ({a['tp']}, {a['fp']}, {a['fn']}) | "
+            f"{_pr(b)} ({b['tp']}, {b['fp']}, {b['fn']}) |"
+        )
 
 
 def main(argv: list[str] | None = None) -> dict[str, object]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated")
+    parser.add_argument("--only", default=",".join(SCENARIOS), help="scenarios")
+    parser.add_argument("--epochs", type=int, help="instead of each scenario's")
     parser.add_argument("--logdir", help="keep the logs here (default: temporary)")
-    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     args = parser.parse_args(argv)
-    names = args.scenarios.split(",")
+    names = args.only.split(",")
+    unknown = sorted(set(names) - set(SCENARIOS))
+    if unknown:
+        parser.error(f"unknown scenarios {unknown}; known: {', '.join(SCENARIOS)}")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         logdir = args.logdir or tmp
-        found = {name: run(name, logdir, args.epochs) for name in names}
-    print(f"{args.epochs} epochs each.")
-    print("| scenario | expected | found |")
-    print("|---|---|---|")
-    for name, kinds in found.items():
-        expected = " or ".join(sorted(SCENARIOS[name].expected)) or "nothing"
-        print(f"| {name} | {expected} | {', '.join(sorted(kinds)) or 'nothing'} |")
-    result = score(found)
-    print(
-        f"precision {result['precision']:.2f}, recall {result['recall']:.2f} "
-        f"(true positives {result['tp']}, false positives {result['fp']}, "
-        f"false negatives {result['fn']})"
-    )
-    return {"found": found, **result}
+        outcomes = [run(n, s, logdir, args.epochs) for s in seeds for n in names]
+    seconds = time.perf_counter() - start
+    print(f"Label rules: {oracle.RULES}")
+    print_runs(outcomes)
+    per_seed = {}
+    for seed in seeds:
+        mine = [o for o in outcomes if o.seed == seed]
+        per_seed[seed] = {"gradwatch": score(mine, "found"),
+                          "autotrainer": score(mine, "autotrainer")}  # fmt: skip
+        print_scores(f"Seed {seed}", *per_seed[seed].values())
+    pooled = {"gradwatch": score(outcomes, "found"),
+              "autotrainer": score(outcomes, "autotrainer")}  # fmt: skip
+    print_scores(f"Pooled over seeds {args.seeds}", *pooled.values())
+    unconfirmed = [(o.name, o.seed) for o in outcomes if not o.confirmed]
+    print(f"\n{len(outcomes)} runs in {seconds:.0f} s; labels not confirmed: "
+          f"{unconfirmed or 'none'}")  # fmt: skip
+    return {
+        "outcomes": outcomes,
+        "per_seed": per_seed,
+        "pooled": pooled,
+        "unconfirmed": unconfirmed,
+        "seconds": seconds,
+        "precision": pooled["gradwatch"]["overall"]["precision"],
+        "recall": pooled["gradwatch"]["overall"]["recall"],
+    }
 
 
 if __name__ == "__main__":
