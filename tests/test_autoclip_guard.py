@@ -16,7 +16,7 @@ pytestmark = pytest.mark.numeric
 # -- Spikes in the first steps ----------------------------------------------
 
 ADAPTIVE = {
-    "zscore": _clipping.ZScore(0.97, 2.5, 25),
+    "zscore": _clipping.ZScore(2.5, 25),
     "percentile": _clipping.Percentile(10.0, 1000),
 }
 
@@ -28,12 +28,9 @@ def healthy_norms(steps=40):
 
 
 def run_policy(policy, norms):
-    """Each step's factor, through the policy and the first-step hold."""
+    """Each step's factor, through the policy and the hold of `decide`."""
     memory = _clipping.Memory(
-        tf.constant(0.0, tf.float64),
-        tf.constant(0.0, tf.float64),
-        tf.fill([policy.history_size], tf.constant(math.inf, tf.float64)),
-        tf.constant(0.0, tf.float64),
+        tf.fill([policy.history_size], tf.constant(math.inf, tf.float64))
     )
     factors = []
     for seen, norm in enumerate(norms):
@@ -41,8 +38,10 @@ def run_policy(policy, norms):
             memory, tf.constant(norm, tf.float64), tf.constant(True),
             tf.constant(seen, tf.int64),
         )  # fmt: skip
-        factor = float(to) / norm if norm > float(bound) else 1.0
-        factors.append(0.0 if seen == 0 else factor)
+        trip = norm > float(bound)
+        factor = float(to) / norm if trip else 1.0
+        held = seen == 0 or (trip and not any(f > 0 for f in factors))
+        factors.append(0.0 if held else factor)
     return factors
 
 
