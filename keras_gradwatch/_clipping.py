@@ -149,7 +149,9 @@ class ZScore:
         middle = low_median(history, count)
         spread = low_median(tf.abs(history - middle), count)
         early = early_bound(self.early, middle)
-        robust = middle + self.z * MAD_TO_STD * spread
+        # Never below the early bound: a healthy run's norm at twice the
+        # median is no spike, whatever the MAD of a calm stretch says.
+        robust = tf.maximum(middle + self.z * MAD_TO_STD * spread, early)
         bound = tf.where(seen < self.warmup, early, robust)
         return bound, reciprocal(middle, bound, norm)
 

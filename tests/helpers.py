@@ -220,8 +220,8 @@ class NpAutoClip:
         middle = self._low_median(window)
         if len(self.norms) < self.warmup:  # warm-up: the early bound
             bound = self._early(self.norms)
-        else:  # Hampel: median + z robust standard deviations
-            spread = self._low_median(np.abs(window - middle))
-            bound = middle + self.z * 1.4826 * spread
+        else:  # Hampel: median + z robust standard deviations, and no less
+            spread = self._low_median(np.abs(window - middle))  # than early
+            bound = max(middle + self.z * 1.4826 * spread, self._early(window))
         self.norms.append(norm)  # raw, clipped or not
         return bound, self._reciprocal(middle, bound, norm)
