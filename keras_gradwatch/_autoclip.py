@@ -50,16 +50,17 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
     optimizer's `loss_scale_factor`) and decides:
 
     - ``mode="zscore"`` (default; ZClip's z-score, 2025, on robust
-      statistics): a step whose norm exceeds ``median + z * 1.4826 * MAD``
-      of the last `warmup` finite norms (Hampel's identifier; the MAD times
-      1.4826 estimates a standard deviation) trips and is scaled down to
-      ZClip's reciprocal value, ``median + (bound - median)**2 / (norm -
-      median)``: the bound for a norm at the bound, near the median for a
-      large spike. The window keeps the raw norms: spikes, even one step in
-      four, move neither the median nor the MAD much, and norms that grow
-      for good carry both with them. During warm-up (the first `warmup`
-      finite steps), from the second step, a norm above 3 times the (low)
-      median of the earlier norms trips, scaled by the same rule.
+      statistics): a step whose norm exceeds both ``median + z * 1.4826 *
+      MAD`` (Hampel's identifier; the MAD times 1.4826 estimates a standard
+      deviation) and 3 times the median, over the last `warmup` finite
+      norms, trips and is scaled down to ZClip's reciprocal value,
+      ``median + (bound - median)**2 / (norm - median)``: the bound for a
+      norm at the bound, near the median for a large spike. The window
+      keeps the raw norms: spikes, even one step in four, move neither the
+      median nor the MAD much, and norms that grow for good carry both with
+      them. During warm-up (the first `warmup` finite steps), from the
+      second step, a norm above 3 times the (low) median of the earlier
+      norms trips, scaled by the same rule.
     - ``mode="percentile"`` (AutoClip, Seetharaman et al., 2020): every step
       is clipped to the `percentile`-th percentile (NumPy's linear rule) of
       the finite norms of the last `window` steps, this one included, and
