@@ -96,18 +96,23 @@ def decide(
     finite = tf.math.is_finite(norm)
     safe = tf.where(finite, norm, tf.constant(0.0, tf.float64))
     seen = s.seen.value
-    memory = _clipping.Memory(s.history.value)
+    earlier = s.history.value
+    memory = _clipping.Memory(earlier)
     bound, to, after, memory = policy(memory, safe, finite, seen)
     trip = tf.logical_and(finite, norm > bound)
     factor = tf.where(trip, to / tf.where(trip, norm, 1.0), 1.0)
     if policy.holds_first:
         # Nothing to compare the first norm with: it is only measured. Until
-        # a step has been applied, a step that trips is measured too: of a
-        # first norm and one far from it, either may be the spike. Before
-        # any applied step the optimizer's momentum and moments are zero, so
-        # a zero gradient moves nothing (and the iteration still counts it).
+        # a step has been applied, a step above the early bound is measured
+        # too: of a first norm and one far from it, either may be the spike.
+        # Before any applied step the optimizer's momentum and moments are
+        # zero, so a zero gradient moves nothing (and the iteration counts).
+        count = tf.minimum(seen, policy.history_size)
+        middle = _clipping.low_median(earlier, count)
+        spike = norm > _clipping.early_bound(policy.early, middle)
         held = tf.logical_or(
-            tf.equal(seen, 0), tf.logical_and(tf.equal(s.applied.value, 0), trip)
+            tf.equal(seen, 0),
+            tf.logical_and(tf.equal(s.applied.value, 0), tf.logical_and(finite, spike)),
         )
         factor = tf.where(held, tf.constant(0.0, tf.float64), factor)
     s.applied.assign_add(tf.cast(tf.logical_and(finite, factor > 0.0), tf.int64))

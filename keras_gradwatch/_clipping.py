@@ -51,7 +51,13 @@ class Policy(Protocol):
 
     @property
     def holds_first(self) -> bool:
-        """Whether the first finite step is measured but not applied."""
+        """Whether the first finite step is measured but not applied (and,
+        until a step is applied, a step above the early bound)."""
+
+    @property
+    def early(self) -> float:
+        """Factor of the early bound (`early_bound`) on the low median of
+        the norms in `Memory.history`."""
 
     @property
     def config(self) -> tuple[float, ...]:
@@ -71,6 +77,7 @@ class Fixed:
     mode = "fixed"
     history_size = 1
     holds_first = False
+    early = math.inf  # no early bound
 
     @property
     def config(self) -> tuple[float, ...]:

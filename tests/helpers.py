@@ -176,11 +176,14 @@ class NpAutoClip:
     def factor(self, norm: float) -> float | None:
         """Scale for this step's gradients; None when the step is skipped."""
         first = not self.norms
+        size = self.warmup if self.mode == "zscore" else self.window
+        spike = self.mode != "fixed" and norm > self._early(self.norms[-size:])
         bound, to = self.bound(norm)
         if bound is None:
             return None
-        if self.mode != "fixed" and (first or (not self.applied and norm > bound)):
-            return 0.0  # measured only: the first step, and trips before any applied
+        if self.mode != "fixed" and (first or (not self.applied and spike)):
+            return 0.0  # measured only: the first step; before any applied
+            # step, one above the early bound
         self.applied = True
         return to / norm if norm > bound else 1.0
 

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from helpers import NpAutoClip, load_script
-from keras_gradwatch import AutoClip, _clipping
+from keras_gradwatch import AutoClip, _autoclip, _clipping
 
 pytestmark = pytest.mark.numeric
 
@@ -38,9 +38,9 @@ def run_policy(policy, norms):
             memory, tf.constant(norm, tf.float64), tf.constant(True),
             tf.constant(seen, tf.int64),
         )  # fmt: skip
-        trip = norm > float(bound)
-        factor = float(to) / norm if trip else 1.0
-        held = seen == 0 or (trip and not any(f > 0 for f in factors))
+        factor = float(to) / norm if norm > float(bound) else 1.0
+        spike = seen > 0 and norm > 3.0 * sorted(norms[:seen])[(seen - 1) // 2]
+        held = seen == 0 or (spike and not any(f > 0 for f in factors))
         factors.append(0.0 if held else factor)
     return factors
 
@@ -102,19 +102,45 @@ def finite(model):
 
 
 @pytest.mark.parametrize("mode", ["zscore", "percentile"])
-def test_corrupted_labels_train_with_defaults(mode):
-    x, y, labels = corrupted_labels(0)
-    plain = relu_mlp(0)
+@pytest.mark.parametrize("seed", [0, 10])  # 10: the first two batches corrupted
+def test_corrupted_labels_train_with_defaults(mode, seed):
+    x, y, labels = corrupted_labels(seed)
+    plain = relu_mlp(seed)
     plain.fit(x, labels, batch_size=64, epochs=1, verbose=0)
     assert not finite(plain) or np.mean((plain.predict(x, verbose=0) - y) ** 2) > 1
 
-    model = relu_mlp(0)
+    model = relu_mlp(seed)
     history = model.fit(x, labels, batch_size=64, epochs=20, verbose=0,
                         callbacks=[AutoClip(mode)]).history  # fmt: skip
     assert finite(model)
     assert sum(history["autoclip_skipped_steps"]) == 0
     mse = float(np.mean((model.predict(x, batch_size=2048, verbose=0) - y) ** 2))
     assert mse < 0.3
+
+
+@pytest.mark.parametrize("mode", ["zscore", "percentile"])
+def test_trips_before_any_applied_step_are_held(mode):
+    """Batches 1 and 2 far apart: neither is applied (either may be the
+    spike); batch 3, below the bound, is. Held steps count as iterations."""
+    x, y, _ = corrupted_labels(6)
+    x, y = x[: 64 * 3], y[: 64 * 3].copy()
+    y[64 + 5] *= 1000.0  # a corrupted row in batch 2
+    model = relu_mlp(6)
+    initial = [w.numpy().copy() for w in model.weights]
+    clip = AutoClip(mode)
+    model.fit(x[: 64 * 2], y[: 64 * 2], batch_size=64, shuffle=False, verbose=0,
+              callbacks=[clip])  # fmt: skip
+    assert int(model.optimizer.iterations.numpy()) == 2
+    for w, before in zip(model.weights, initial, strict=True):
+        np.testing.assert_array_equal(w.numpy(), before)
+    state = getattr(model.optimizer, _autoclip.STATE_ATTRIBUTE)
+    assert int(state.applied.numpy()) == 0
+    model.fit(x[64 * 2 :], y[64 * 2 :], batch_size=64, verbose=0, callbacks=[clip])
+    assert int(state.applied.numpy()) == 1
+    assert any(
+        not np.array_equal(w.numpy(), before)
+        for w, before in zip(model.weights, initial, strict=True)
+    )
 
 
 def test_spike_in_warmup_is_clipped_end_to_end():
