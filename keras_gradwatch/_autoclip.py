@@ -74,8 +74,9 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
     In the adaptive modes the very first step (of a fresh state) is measured
     but not applied, as there is nothing to compare its norm with: a spike
     there would otherwise reach the weights unchecked. Until a step has been
-    applied, a step that trips is measured and not applied either (of two
-    norms far apart, either may be the spike). Such a held step reaches the
+    applied, a step whose norm is above 3 times the median of the earlier
+    ones is measured and not applied either (of two norms far apart,
+    either may be the spike). Such a held step reaches the
     optimizer as a zero gradient: before any applied step its momentum and
     moments are all zero, so it moves neither them nor the weights, and the
     optimizer's iteration still counts one step per step.
