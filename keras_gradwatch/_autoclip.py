@@ -49,18 +49,18 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
     unscaled under mixed precision, by `LossScaleOptimizer` or the
     optimizer's `loss_scale_factor`) and decides:
 
-    - ``mode="zscore"`` (default, after ZClip, 2025): an exponential moving
-      average of the norm and of its variance (factor `alpha`), started from
-      the median and MAD of the first `warmup` finite steps. A step whose
-      norm exceeds ``mean + z * std`` trips and is scaled down to ZClip's
-      reciprocal value, ``mean + (z * std)**2 / (norm - mean)``: the bound
-      for a norm at the bound, near the mean for a large spike; the
-      statistics take the clipped norm. When most recent steps trip (a
-      moving average of trips above 1/2), the norms have moved rather than
-      spiked: a trip is then scaled to the bound and the statistics take it,
-      so they follow. During warm-up, from the second step, a norm above 3
-      times the (low) median of the earlier warm-up norms trips, and is
-      scaled by the same reciprocal rule around that median.
+    - ``mode="zscore"`` (default; ZClip's z-score, 2025, on robust
+      statistics): a step whose norm exceeds both ``median + z * 1.4826 *
+      MAD`` (Hampel's identifier; the MAD times 1.4826 estimates a standard
+      deviation) and 3 times the median, over the last `warmup` finite
+      norms, trips and is scaled down to ZClip's reciprocal value,
+      ``median + (bound - median)**2 / (norm - median)``: the bound for a
+      norm at the bound, near the median for a large spike. The window
+      keeps the raw norms: spikes, even one step in four, move neither the
+      median nor the MAD much, and norms that grow for good carry both with
+      them. During warm-up (the first `warmup` finite steps), from the
+      second step, a norm above 3 times the (low) median of the earlier
+      norms trips, scaled by the same rule.
     - ``mode="percentile"`` (AutoClip, Seetharaman et al., 2020): every step
       is clipped to the `percentile`-th percentile (NumPy's linear rule) of
       the finite norms of the last `window` steps, this one included, and
@@ -73,7 +73,13 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
 
     In the adaptive modes the very first step (of a fresh state) is measured
     but not applied, as there is nothing to compare its norm with: a spike
-    there would otherwise reach the weights unchecked.
+    there would otherwise reach the weights unchecked. Until a step has been
+    applied, a step whose norm is above 3 times the median of the earlier
+    ones is measured and not applied either (of two norms far apart,
+    either may be the spike). Such a held step reaches the
+    optimizer as a zero gradient: before any applied step its momentum and
+    moments are all zero, so it moves neither them nor the weights, and the
+    optimizer's iteration still counts one step per step.
 
     In every mode a step whose gradients hold NaN or Inf is skipped: the
     optimizer is not called, so no update reaches the weights or the
@@ -127,12 +133,10 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
     Args:
         mode: ``"zscore"``, ``"percentile"`` or ``"fixed"``. Defaults to
             ``"zscore"``.
-        alpha: zscore only: smoothing factor of the moving averages, in
-            (0, 1). Defaults to 0.97.
-        z: zscore only: how many standard deviations above the mean trip.
-            Defaults to 2.5.
-        warmup: zscore only: steps that only gather statistics. Defaults to
-            25.
+        z: zscore only: how many robust standard deviations (1.4826 MADs)
+            above the median trip. Defaults to 2.5.
+        warmup: zscore only: the steps of warm-up, and how many recent
+            norms the median and MAD span. Defaults to 25.
         percentile: percentile only: the percentile clipped to, in (0, 100).
             Defaults to 10.
         window: percentile only: how many recent norms the percentile spans.
@@ -163,14 +167,13 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
         Hampel, "The influence curve and its role in robust estimation",
         JASA 1974, and Leys et al., "Detecting outliers: Do not use standard
         deviation around the mean, use absolute deviation around the
-        median", 2013 (median and MAD, for the first steps).
+        median", 2013 (median and MAD).
     """
 
     def __init__(
         self,
         mode: str = "zscore",
         *,
-        alpha: float | None = None,
         z: float | None = None,
         warmup: int | None = None,
         percentile: float | None = None,
@@ -189,14 +192,13 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
             )
         self.mode = mode
         given = {
-            "alpha": alpha,
             "z": z,
             "warmup": warmup,
             "percentile": percentile,
             "window": window,
             "threshold": threshold,
         }
-        owner = {"alpha": "zscore", "z": "zscore", "warmup": "zscore",
+        owner = {"z": "zscore", "warmup": "zscore",
                  "percentile": "percentile", "window": "percentile",
                  "threshold": "fixed"}  # fmt: skip
         for name, value in given.items():
@@ -208,7 +210,6 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
         self._policy: _clipping.Policy
         if mode == "zscore":
             self._policy = _clipping.ZScore(
-                _validation.number("alpha", _or(alpha, 0.97), low=0.0, high=1.0),
                 _validation.number("z", _or(z, 2.5), low=0.0),
                 _validation.positive_int("warmup", _or(warmup, 25)),
             )

@@ -57,9 +57,7 @@ class ClipState(keras.layers.Layer):
         self.config = add("config", "float64", math.nan, (4,))
         self.steps = add("steps", "int64")
         self.seen = add("seen", "int64")  # steps with a finite norm
-        self.mean = add("mean", "float64")
-        self.var = add("var", "float64")
-        self.rate = add("rate", "float64")
+        self.applied = add("applied", "int64")  # finite steps not held
         self.history = add("history", "float64", math.inf, (history_size,))
         self.threshold = add("threshold", "float64", math.nan)
         self.clipped = add("clipped", "int64")
@@ -92,26 +90,34 @@ def decide(
     s: ClipState, policy: _clipping.Policy, norm: tf.Tensor
 ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """Updates the state for one step; returns (scale factor, finite, bound).
-
     `bound` is the bound this step's norm was held to (+inf where there was
     none yet).
     """
     finite = tf.math.is_finite(norm)
     safe = tf.where(finite, norm, tf.constant(0.0, tf.float64))
     seen = s.seen.value
-    memory = _clipping.Memory(s.mean.value, s.var.value, s.history.value, s.rate.value)
+    earlier = s.history.value
+    memory = _clipping.Memory(earlier)
     bound, to, after, memory = policy(memory, safe, finite, seen)
     trip = tf.logical_and(finite, norm > bound)
     factor = tf.where(trip, to / tf.where(trip, norm, 1.0), 1.0)
     if policy.holds_first:
-        # Nothing to compare the first norm with: it is only measured.
-        held = tf.logical_and(finite, tf.equal(seen, 0))
+        # Nothing to compare the first norm with: it is only measured. Until
+        # a step has been applied, a step above the early bound is measured
+        # too: of a first norm and one far from it, either may be the spike.
+        # Before any applied step the optimizer's momentum and moments are
+        # zero, so a zero gradient moves nothing (and the iteration counts).
+        count = tf.minimum(seen, policy.history_size)
+        middle = _clipping.low_median(earlier, count)
+        spike = norm > _clipping.early_bound(policy.early, middle)
+        held = tf.logical_or(
+            tf.equal(seen, 0),
+            tf.logical_and(tf.equal(s.applied.value, 0), tf.logical_and(finite, spike)),
+        )
         factor = tf.where(held, tf.constant(0.0, tf.float64), factor)
+    s.applied.assign_add(tf.cast(tf.logical_and(finite, factor > 0.0), tf.int64))
 
-    s.mean.assign(memory.mean)
-    s.var.assign(memory.var)
     s.history.assign(memory.history)
-    s.rate.assign(memory.rate)
     steps = s.steps.value + 1
     s.steps.assign(steps)
     s.seen.assign(seen + tf.cast(finite, tf.int64))

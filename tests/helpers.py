@@ -165,23 +165,26 @@ def load_script(path: Path) -> ModuleType:
 class NpAutoClip:
     """AutoClip's documented rules, step by step, in plain Python/NumPy."""
 
-    def __init__(self, mode="zscore", *, alpha=0.97, z=2.5, warmup=25,
-                 percentile=10.0, window=1000, threshold=None, early=3.0):  # fmt: skip
-        self.mode, self.alpha, self.z, self.warmup = mode, alpha, z, warmup
+    def __init__(self, mode="zscore", *, z=2.5, warmup=25, percentile=10.0,
+                 window=1000, threshold=None, early=3.0):  # fmt: skip
+        self.mode, self.z, self.warmup = mode, z, warmup
         self.percentile, self.window, self.threshold = percentile, window, threshold
         self.early = early
-        self.norms: list[float] = []  # finite norms (zscore: clipped), in order
-        self.mean = self.var = None
-        self.rate = 0.0
+        self.norms: list[float] = []  # finite norms, raw, in order
+        self.applied = False  # whether a step has been applied yet
 
     def factor(self, norm: float) -> float | None:
         """Scale for this step's gradients; None when the step is skipped."""
-        first = not self.norms and self.mean is None
+        first = not self.norms
+        size = self.warmup if self.mode == "zscore" else self.window
+        spike = self.mode != "fixed" and norm > self._early(self.norms[-size:])
         bound, to = self.bound(norm)
         if bound is None:
             return None
-        if first and self.mode != "fixed":
-            return 0.0  # the first norm is only measured
+        if self.mode != "fixed" and (first or (not self.applied and spike)):
+            return 0.0  # measured only: the first step; before any applied
+            # step, one above the early bound
+        self.applied = True
         return to / norm if norm > bound else 1.0
 
     def bound(self, norm: float) -> tuple[float | None, float | None]:
@@ -192,17 +195,21 @@ class NpAutoClip:
         if self.mode == "fixed":
             return self.threshold, self.threshold
         if self.mode == "percentile":
-            cap, _ = self._early(self.norms[-self.window :])
+            cap = self._early(self.norms[-self.window :])
             self.norms.append(norm)
             bound = min(np.percentile(self.norms[-self.window :], self.percentile), cap)
             return bound, bound
         return self._zscore(norm)
 
-    def _early(self, earlier: list[float]) -> tuple[float, float]:
-        """(`early` x the low median of the earlier norms, that median);
-        the bound is inf when there is none or it is 0."""
-        middle = float(np.sort(earlier)[(len(earlier) - 1) // 2]) if earlier else 0.0
-        return (self.early * middle if middle > 0 else np.inf), middle
+    @staticmethod
+    def _low_median(values) -> float:
+        return float(np.sort(values)[(len(values) - 1) // 2]) if len(values) else 0.0
+
+    def _early(self, earlier: list[float]) -> float:
+        """`early` x the low median of the earlier norms; inf when there is
+        none or it is 0."""
+        middle = self._low_median(earlier)
+        return self.early * middle if middle > 0 else np.inf
 
     @staticmethod
     def _reciprocal(center: float, bound: float, norm: float) -> float:
@@ -212,20 +219,12 @@ class NpAutoClip:
         return min(bound, center + (bound - center) ** 2 / max(norm - center, 1e-300))
 
     def _zscore(self, norm: float) -> tuple[float, float]:
-        if self.mean is None:  # warm-up: the early bound, clipped norms kept
-            bound, middle = self._early(self.norms)
-            to = self._reciprocal(middle, bound, norm)
-            self.norms.append(to if norm > bound else norm)
-            if len(self.norms) == self.warmup:  # robust start: median, MAD
-                self.mean = float(np.sort(self.norms)[(self.warmup - 1) // 2])
-                deviations = np.sort(np.abs(np.array(self.norms) - self.mean))
-                self.var = float((1.4826 * deviations[(self.warmup - 1) // 2]) ** 2)
-            return bound, to
-        bound = self.mean + self.z * np.sqrt(self.var)
-        moved = self.rate > 0.5  # most recent steps tripped
-        to = bound if moved else self._reciprocal(self.mean, bound, norm)
-        used = to if norm > bound else norm
-        self.rate = self.alpha * self.rate + (1 - self.alpha) * (norm > bound)
-        self.mean = self.alpha * self.mean + (1 - self.alpha) * used
-        self.var = self.alpha * self.var + (1 - self.alpha) * (used - self.mean) ** 2
-        return bound, to
+        window = np.array(self.norms[-self.warmup :])
+        middle = self._low_median(window)
+        if len(self.norms) < self.warmup:  # warm-up: the early bound
+            bound = self._early(self.norms)
+        else:  # Hampel: median + z robust standard deviations, and no less
+            spread = self._low_median(np.abs(window - middle))  # than early
+            bound = max(middle + self.z * 1.4826 * spread, self._early(window))
+        self.norms.append(norm)  # raw, clipped or not
+        return bound, self._reciprocal(middle, bound, norm)

@@ -91,7 +91,10 @@ MODES = {
 
 @pytest.mark.parametrize("mode", MODES)
 def test_update_is_the_clipped_gradient(mode):
-    model = small_model()
+    # lr=1 lets zscore's bound (never below 3 x the median) follow the
+    # norms of this small net as they grow without limit.
+    lr = 0.3
+    model = small_model(lr)
     recorder = UpdateRecorder(X, Y)
     model.fit(
         X, Y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0,
@@ -108,7 +111,7 @@ def test_update_is_the_clipped_gradient(mode):
         # The update is read back as a difference of float32 weights.
         for g, u in zip(grads, update, strict=True):
             np.testing.assert_allclose(
-                u, factor * g, rtol=1e-4, atol=1e-6, err_msg=f"step {step}"
+                u, lr * factor * g, rtol=1e-4, atol=1e-6, err_msg=f"step {step}"
             )
     clipped = sum(f < 1.0 for f in factors)
     assert 0 < clipped < len(factors), factors
@@ -379,12 +382,7 @@ def test_keras_hooks_autoclip_relies_on():
     ("kwargs", "error", "message"),
     [
         ({"mode": "spike"}, ValueError, r"`mode` must be one of 'zscore'.*'spike'"),
-        (
-            {"alpha": 1.0},
-            ValueError,
-            r"`alpha` must be in \(0, 1\). Received: alpha=1.0",
-        ),
-        ({"alpha": "0.9"}, TypeError, r"`alpha` must be a number.*'0.9'"),
+        ({"z": "2"}, TypeError, r"`z` must be a number.*'2'"),
         ({"z": 0}, ValueError, r"`z` must be > 0. Received: z=0.0"),
         ({"z": float("nan")}, ValueError, r"`z` must be > 0. Received: z=nan"),
         ({"warmup": 0}, ValueError, r"`warmup` must be >= 1.*=0"),
@@ -398,9 +396,9 @@ def test_keras_hooks_autoclip_relies_on():
         ({"mode": "fixed", "threshold": -1}, ValueError, r"`threshold` must be > 0"),
         ({"threshold": 1.0}, ValueError, r"`threshold` applies to mode=\"fixed\" only"),
         (
-            {"mode": "percentile", "alpha": 0.5},
+            {"mode": "percentile", "z": 0.5},
             ValueError,
-            r"`alpha` applies to mode=\"zscore\" only. Received: alpha=0.5",
+            r"`z` applies to mode=\"zscore\" only. Received: z=0.5",
         ),
         (
             {"mode": "fixed", "threshold": 1.0, "window": 0},

@@ -9,14 +9,14 @@ import pytest
 import tensorflow as tf
 
 from helpers import NpAutoClip, load_script
-from keras_gradwatch import AutoClip, _clipping
+from keras_gradwatch import AutoClip, _autoclip, _clipping
 
 pytestmark = pytest.mark.numeric
 
 # -- Spikes in the first steps ----------------------------------------------
 
 ADAPTIVE = {
-    "zscore": _clipping.ZScore(0.97, 2.5, 25),
+    "zscore": _clipping.ZScore(2.5, 25),
     "percentile": _clipping.Percentile(10.0, 1000),
 }
 
@@ -28,12 +28,9 @@ def healthy_norms(steps=40):
 
 
 def run_policy(policy, norms):
-    """Each step's factor, through the policy and the first-step hold."""
+    """Each step's factor, through the policy and the hold of `decide`."""
     memory = _clipping.Memory(
-        tf.constant(0.0, tf.float64),
-        tf.constant(0.0, tf.float64),
-        tf.fill([policy.history_size], tf.constant(math.inf, tf.float64)),
-        tf.constant(0.0, tf.float64),
+        tf.fill([policy.history_size], tf.constant(math.inf, tf.float64))
     )
     factors = []
     for seen, norm in enumerate(norms):
@@ -42,7 +39,9 @@ def run_policy(policy, norms):
             tf.constant(seen, tf.int64),
         )  # fmt: skip
         factor = float(to) / norm if norm > float(bound) else 1.0
-        factors.append(0.0 if seen == 0 else factor)
+        spike = seen > 0 and norm > 3.0 * sorted(norms[:seen])[(seen - 1) // 2]
+        held = seen == 0 or (spike and not any(f > 0 for f in factors))
+        factors.append(0.0 if held else factor)
     return factors
 
 
@@ -102,20 +101,50 @@ def finite(model):
     return all(np.isfinite(w.numpy()).all() for w in model.weights)
 
 
-@pytest.mark.parametrize("mode", ["zscore", "percentile"])
-def test_corrupted_labels_train_with_defaults(mode):
-    x, y, labels = corrupted_labels(0)
-    plain = relu_mlp(0)
+# Seed 10: its first batches hold corrupted rows. zscore trains it with
+# oneDNN on (mse 0.045) but not off (0.76), where the kernels' last bits
+# send the net another way: not a test that holds on every machine.
+@pytest.mark.parametrize(
+    ("mode", "seed"), [("zscore", 0), ("percentile", 0), ("percentile", 10)]
+)
+def test_corrupted_labels_train_with_defaults(mode, seed):
+    x, y, labels = corrupted_labels(seed)
+    plain = relu_mlp(seed)
     plain.fit(x, labels, batch_size=64, epochs=1, verbose=0)
     assert not finite(plain) or np.mean((plain.predict(x, verbose=0) - y) ** 2) > 1
 
-    model = relu_mlp(0)
+    model = relu_mlp(seed)
     history = model.fit(x, labels, batch_size=64, epochs=20, verbose=0,
                         callbacks=[AutoClip(mode)]).history  # fmt: skip
     assert finite(model)
     assert sum(history["autoclip_skipped_steps"]) == 0
     mse = float(np.mean((model.predict(x, batch_size=2048, verbose=0) - y) ** 2))
     assert mse < 0.3
+
+
+@pytest.mark.parametrize("mode", ["zscore", "percentile"])
+def test_trips_before_any_applied_step_are_held(mode):
+    """Batches 1 and 2 far apart: neither is applied (either may be the
+    spike); batch 3, below the bound, is. Held steps count as iterations."""
+    x, y, _ = corrupted_labels(6)
+    x, y = x[: 64 * 3], y[: 64 * 3].copy()
+    y[64 + 5] *= 1000.0  # a corrupted row in batch 2
+    model = relu_mlp(6)
+    initial = [w.numpy().copy() for w in model.weights]
+    clip = AutoClip(mode)
+    model.fit(x[: 64 * 2], y[: 64 * 2], batch_size=64, shuffle=False, verbose=0,
+              callbacks=[clip])  # fmt: skip
+    assert int(model.optimizer.iterations.numpy()) == 2
+    for w, before in zip(model.weights, initial, strict=True):
+        np.testing.assert_array_equal(w.numpy(), before)
+    state = getattr(model.optimizer, _autoclip.STATE_ATTRIBUTE)
+    assert int(state.applied.numpy()) == 0
+    model.fit(x[64 * 2 :], y[64 * 2 :], batch_size=64, verbose=0, callbacks=[clip])
+    assert int(state.applied.numpy()) == 1
+    assert any(
+        not np.array_equal(w.numpy(), before)
+        for w, before in zip(model.weights, initial, strict=True)
+    )
 
 
 def test_spike_in_warmup_is_clipped_end_to_end():
