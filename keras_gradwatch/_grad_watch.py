@@ -36,11 +36,12 @@ class GradWatch(EpochLogger):
     The forward pass, tape, statistics and histograms of all weights run in
     one `tf.function`, traced in the first `on_train_begin` and reused, also
     by later `fit` calls, until the model's trainable variables or its
-    compiled loss change; each `fit` writes its own event file. After each
-    logged epoch the rules of `keras_gradwatch.diagnosis` run over the
-    epochs logged so far in this `fit` (with the training loss from the epoch
-    logs) and every new finding is logged as one warning on the
-    ``keras_gradwatch`` logger, with the remedy to try. A failure
+    compiled loss change; each `fit` writes its own event file. Each logged
+    epoch is fed to the rules of `keras_gradwatch.diagnosis` (with the
+    training loss from the epoch logs; they keep running state, so this
+    costs the same every epoch) and every finding new in this `fit` is
+    logged as one warning on the ``keras_gradwatch`` logger, with the
+    remedy to try. A failure
     while training (a full disk, say) is logged and turns the callback off
     for the rest of `fit`; it never stops training.
 
