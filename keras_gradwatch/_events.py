@@ -406,12 +406,7 @@ def _decode(
                     ] += 1
                     continue
                 result.texts.setdefault(tag, {})[event.step] = text
-                result.count += 1
-                if result.count >= MAX_FILE_VALUES:
-                    result.stopped = (
-                        f"stopped after {MAX_FILE_VALUES:,} values, more than any "
-                        "real run logs in one file; the rest is not read"
-                    )
+                if _full(result):
                     return False
                 continue
             number = _scalar(value)
@@ -425,13 +420,21 @@ def _decode(
             if steps is None:
                 steps = values[tag] = {}
             steps[event.step] = number
-            result.count += 1
-            if result.count >= MAX_FILE_VALUES:
-                result.stopped = (
-                    f"stopped after {MAX_FILE_VALUES:,} values, more than any "
-                    "real run logs in one file; the rest is not read"
-                )
+            if _full(result):
                 return False
+    return True
+
+
+def _full(result: EventFile) -> bool:
+    """Counts one more value read; True (and says why) when the file's
+    budget of `MAX_FILE_VALUES` is spent."""
+    result.count += 1
+    if result.count < MAX_FILE_VALUES:
+        return False
+    result.stopped = (
+        f"stopped after {MAX_FILE_VALUES:,} values, more than any "
+        "real run logs in one file; the rest is not read"
+    )
     return True
 
 

@@ -424,65 +424,69 @@ class Diagnoser:
         return tuple(names)
 
     def _plan_signal(self, kind: str, flagged: np.ndarray, tally: _Tally) -> _Plan:
-        weights = self._layer_weights(flagged)
+        """Through depth: the gain of flagged layers' backward signal."""
 
-        def build() -> Finding:
-            layers = [self.layers[i] for i in np.flatnonzero(flagged)]
-            evidence = {
-                f"act_grad_gain/{self.layers[i]}": float(tally.extreme[i])
-                for i in np.flatnonzero(flagged)
-            }
-            values = list(evidence.values())
+        def describe(layers: str, worst: float) -> tuple[str, float, str]:
             if kind == "vanishing":
-                text = (
-                    f"The backward signal vanishes toward the input: the loss "
-                    f"gradient at the output of {_listed(layers)} is down to "
-                    f"{min(values):.1e} of that of a layer after it."
+                return (
+                    "The backward signal vanishes toward the input: the loss "
+                    f"gradient at the output of {layers} is down to {worst:.1e} "
+                    "of that of a layer after it.",
+                    self.th.signal_vanishing,
+                    REMEDIES[kind],
                 )
-                limit = self.th.signal_vanishing
-            else:
-                text = (
-                    f"The backward signal explodes toward the input: the loss "
-                    f"gradient at the output of {_listed(layers)} is up to "
-                    f"{max(values):.1e} times that of a layer after it."
-                )
-                limit = self.th.signal_exploding
-            return Finding(
-                kind,
-                weights,
-                tally.epochs(flagged),
-                {**evidence, "threshold": limit},
-                text,
+            return (
+                "The backward signal explodes toward the input: the loss "
+                f"gradient at the output of {layers} is up to {worst:.1e} "
+                "times that of a layer after it.",
+                self.th.signal_exploding,
                 REMEDIES[kind],
             )
 
-        return _Plan((kind, weights), build)
+        return self._plan_layers(kind, flagged, tally, "act_grad_gain", describe)
 
     def _plan_time(self, kind: str, flagged: np.ndarray, tally: _Tally) -> _Plan:
+        """Through time: flagged recurrent layers' first/last step ratio."""
+
+        def describe(layers: str, worst: float) -> tuple[str, float, str]:
+            if kind == "vanishing":
+                return (
+                    f"Gradients vanish through time in {layers}: the first time "
+                    f"step gets {worst:.1e} of the last's, so early inputs "
+                    "cannot be learned from.",
+                    self.th.time_vanishing,
+                    REMEDIES["vanishing_time"],
+                )
+            return (
+                f"Gradients explode through time in {layers}: the first time "
+                f"step gets {worst:.1e} times the last's.",
+                self.th.time_exploding,
+                REMEDIES["exploding"],
+            )
+
+        return self._plan_layers(kind, flagged, tally, "time_grad_ratio", describe)
+
+    def _plan_layers(
+        self,
+        kind: str,
+        flagged: np.ndarray,
+        tally: _Tally,
+        name: str,
+        describe: Callable[[str, float], tuple[str, float, str]],
+    ) -> _Plan:
+        """A finding over flagged layers; evidence ``<name>/<layer>``, the
+        most extreme value per layer; `describe` gives the message (citing
+        the worst), threshold and remedy."""
         weights = self._layer_weights(flagged)
 
         def build() -> Finding:
-            layers = [self.layers[i] for i in np.flatnonzero(flagged)]
+            indices = np.flatnonzero(flagged)
             evidence = {
-                f"time_grad_ratio/{self.layers[i]}": float(tally.extreme[i])
-                for i in np.flatnonzero(flagged)
+                f"{name}/{self.layers[i]}": float(tally.extreme[i]) for i in indices
             }
-            values = list(evidence.values())
-            if kind == "vanishing":
-                text = (
-                    f"Gradients vanish through time in {_listed(layers)}: the "
-                    f"first time step gets {min(values):.1e} of the last's, so "
-                    "early inputs cannot be learned from."
-                )
-                limit = self.th.time_vanishing
-                remedy = REMEDIES["vanishing_time"]
-            else:
-                text = (
-                    f"Gradients explode through time in {_listed(layers)}: the "
-                    f"first time step gets {max(values):.1e} times the last's."
-                )
-                limit = self.th.time_exploding
-                remedy = REMEDIES["exploding"]
+            pick = min if kind == "vanishing" else max
+            layers = _listed([self.layers[i] for i in indices])
+            text, limit, remedy = describe(layers, pick(evidence.values()))
             return Finding(
                 kind,
                 weights,
