@@ -12,6 +12,7 @@ thresholds are described in `keras_gradwatch.diagnosis`.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -156,7 +157,8 @@ class Diagnoser:
         self.saturated = _Tally(n)
         self.collapsed: list[int] = []
         # stalled
-        self.losses: list[float] = []
+        self.losses: deque[float] = deque(maxlen=self.th.stall_window + 1)
+        self.loss_seen = False
         self.best_before = math.inf
         self.stall = _Tally(n)
         self.stall_measured = np.zeros(n, dtype=bool)
@@ -207,13 +209,14 @@ class Diagnoser:
 
     def _feed_loss(self, loss: float) -> None:
         window = self.th.stall_window
-        self.losses.append(loss)
-        t = len(self.losses) - 1
-        if t >= window and math.isfinite(self.losses[t - window]):
-            self.best_before = min(self.best_before, self.losses[t - window])
-        recent = [v for v in self.losses[-window:] if math.isfinite(v)]
+        self.losses.append(loss)  # the last window + 1 only
+        self.loss_seen |= not math.isnan(loss)
+        full = len(self.losses) > window
+        if full and math.isfinite(self.losses[0]):
+            self.best_before = min(self.best_before, self.losses[0])
+        recent = [v for v in list(self.losses)[-window:] if math.isfinite(v)]
         self.improvement = math.nan
-        if t >= window and math.isfinite(self.best_before) and recent:
+        if full and math.isfinite(self.best_before) and recent:
             best = self.best_before
             self.improvement = (best - min(recent)) / max(abs(best), 1e-12)
 
@@ -413,6 +416,16 @@ class Diagnoser:
 
     # --- the plans: key now, message on demand ---------------------------
 
+    def _evidence(
+        self, name: str, flagged: np.ndarray, columns: np.ndarray, values: np.ndarray
+    ) -> dict[str, float]:
+        """``<name>/<weight path>``: per flagged kernel (at `columns`), its
+        value (a tally's extreme: the one its message may cite)."""
+        return {
+            f"{name}/{self.paths[c]}": float(values[j])
+            for j, c in zip(np.flatnonzero(flagged), columns, strict=True)
+        }
+
     def _names(self, columns: np.ndarray) -> tuple[str, ...]:
         return tuple(self.paths[c] for c in columns)
 
@@ -503,10 +516,9 @@ class Diagnoser:
         weights = self._names(columns)
 
         def build() -> Finding:
-            evidence = {
-                f"relative_grad_to_weight/{self.paths[c]}": float(tally.extreme[j])
-                for j, c in zip(np.flatnonzero(flagged), columns, strict=True)
-            }
+            evidence = self._evidence(
+                "relative_grad_to_weight", flagged, columns, tally.extreme
+            )
             output = self.paths[self.kernels[-1]]
             listed = _listed(weights)
             if kind == "vanishing":
@@ -550,10 +562,9 @@ class Diagnoser:
         weights = self._names(columns)
 
         def build() -> Finding:
-            evidence = {
-                f"grad_dead_units/{self.paths[c]}": float(self.saturated.extreme[j])
-                for j, c in zip(np.flatnonzero(flagged), columns, strict=True)
-            }
+            evidence = self._evidence(
+                "grad_dead_units", flagged, columns, self.saturated.extreme
+            )
             names = sorted({self.activation[j] for j in np.flatnonzero(flagged)})
             return Finding(
                 "vanishing",
@@ -573,11 +584,10 @@ class Diagnoser:
         weights = self._names(columns)
 
         def build() -> Finding:
-            evidence = {
-                f"grad_norm_growth/{self.paths[c]}": float(self.growth.extreme[j])
-                for j, c in zip(np.flatnonzero(flagged), columns, strict=True)
-            }
-            loss = " while the loss stopped improving" if self._has_loss() else ""
+            evidence = self._evidence(
+                "grad_norm_growth", flagged, columns, self.growth.extreme
+            )
+            loss = " while the loss stopped improving" if self.loss_seen else ""
             return Finding(
                 "exploding",
                 weights,
@@ -589,9 +599,6 @@ class Diagnoser:
             )
 
         return _Plan(("exploding", weights), build)
-
-    def _has_loss(self) -> bool:
-        return any(not math.isnan(v) for v in self.losses)
 
     def _non_finite(self) -> list[_Plan]:
         grads = self.nonfinite.count > 0
@@ -664,10 +671,9 @@ class Diagnoser:
         weights = self._names(columns)
 
         def build() -> Finding:
-            evidence = {
-                f"grad_dead_units/{self.paths[c]}": float(self.dead.extreme[j])
-                for j, c in zip(np.flatnonzero(flagged), columns, strict=True)
-            }
+            evidence = self._evidence(
+                "grad_dead_units", flagged, columns, self.dead.extreme
+            )
             return Finding(
                 "dead_units",
                 weights,
@@ -690,7 +696,7 @@ class Diagnoser:
         return "dead ReLUs, or saturated units after this layer"
 
     def _stalled(self) -> list[_Plan]:
-        if not self._has_loss():
+        if not self.loss_seen:
             return []
         flagged = self.stall.flagged(self._needed(self.defined)) & self.stall_now
         if not flagged.any():
