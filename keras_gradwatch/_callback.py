@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -48,19 +49,24 @@ class EpochLogger(_compat.LegacyHooks, keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if self._writer is None or epoch % self.freq:
             return
+        self._guarded(lambda: self._log_epoch(epoch, logs), f"epoch {epoch}")
+
+    def _guarded(self, log: Callable[[], None], where: str) -> None:
+        """Runs `log`, then checks the directory; a failure turns the
+        callback off for the rest of this fit and is logged, not raised."""
         try:
-            self._log_epoch(epoch, logs)
-            self._check_directory(epoch)
+            log()
+            self._check_directory(where)
         except Exception:
             logger.exception(
-                "%s failed at epoch %d and is off for the rest of this fit; "
+                "%s failed at %s and is off for the rest of this fit; "
                 "training goes on.",
                 type(self).__name__,
-                epoch,
+                where,
             )
             self._close()
 
-    def _check_directory(self, epoch: int) -> None:
+    def _check_directory(self, where: str) -> None:
         """Says once if the run directory went away during `fit`: TensorFlow's
         writer then drops every event without a word."""
         if self._run_dir is None or self._said_gone:
@@ -69,10 +75,10 @@ class EpochLogger(_compat.LegacyHooks, keras.callbacks.Callback):
             self._said_gone = True
             logger.warning(
                 "%s: the log directory %s disappeared during fit; the events "
-                "of epoch %d and later are lost.",
+                "of %s and later are lost.",
                 type(self).__name__,
                 self._run_dir,
-                epoch,
+                where,
             )
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:

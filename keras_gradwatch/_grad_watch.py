@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from keras_gradwatch import _heldout, _rules, _summary, _validation, tags
+from keras_gradwatch import _compat, _heldout, _rules, _summary, _validation, tags
 from keras_gradwatch._callback import EpochLogger, logger
 from keras_gradwatch._probe import GradientProbe
 
@@ -18,11 +18,12 @@ from keras_gradwatch._probe import GradientProbe
 class GradWatch(EpochLogger):
     """Logs per-weight gradient histograms and norms to TensorBoard.
 
-    At the end of every `freq`-th epoch, computes the gradients of the
-    model's compiled loss (`model.compute_loss`: losses, `loss_weights`,
-    `sample_weight`, regularization and `add_loss` terms) with respect to
-    every trainable weight on one fixed held-out batch, and writes a histogram
-    and seven scalars per weight plus the global norm to ``<log_dir>/<run>``.
+    At the end of every `freq`-th epoch (or every `every_n_steps` optimizer
+    steps), computes the gradients of the model's compiled loss
+    (`model.compute_loss`: losses, `loss_weights`, `sample_weight`,
+    regularization and `add_loss` terms) with respect to every trainable
+    weight on one fixed held-out batch, and writes a histogram and seven
+    scalars per weight, the global norm and the loss to ``<log_dir>/<run>``.
     The same backward pass measures the signal backpropagation carries: the
     gradient of the loss at each layer's output, and through time at each
     recurrent layer's input, with each layer's activation written once per
@@ -32,6 +33,17 @@ class GradWatch(EpochLogger):
     (place `keras.callbacks.TensorBoard` before it, or that callback logs the
     held-out norm as a training metric).
     Tags, units and edge cases are documented in `keras_gradwatch.tags`.
+
+    With ``every_n_steps=N`` the pass runs after each training step that
+    brings the optimizer's iteration count to a multiple of N (to the next
+    multiple or past it, with ``steps_per_execution``), and that count is
+    the TensorBoard step; each pass also writes the epoch it fell in, and
+    ``logs["grad_norm"]`` at the end of an epoch is the latest pass's. The
+    live diagnosis then judges each pass, with the held-out loss in place
+    of the training loss. Checking the count is one variable read per
+    step, in `on_train_batch_end`: Keras 3's TensorFlow backend dispatches
+    every step synchronously and converts the batch logs anyway, so the
+    hook adds no wait (see the benchmarks' README for its cost).
 
     The forward pass, tape, statistics and histograms of all weights run in
     one `tf.function`, traced in the first `on_train_begin` and reused, also
@@ -60,6 +72,8 @@ class GradWatch(EpochLogger):
             `(x, y, sample_weight)`, or a batched `tf.data.Dataset` whose
             first batch is taken once. Use data the model does not train on.
         freq: Log every `freq` epochs, counting from epoch 0. Defaults to 1.
+        every_n_steps: Log every `every_n_steps` optimizer steps instead of
+            per epoch. Defaults to None (per epoch).
         training: Run the forward pass in training mode (Dropout on,
             BatchNorm on batch statistics). The model's non-trainable state
             is restored afterwards, which copies it once per logged epoch.
@@ -74,7 +88,8 @@ class GradWatch(EpochLogger):
 
     Raises:
         TypeError: an argument has the wrong type.
-        ValueError: an argument is out of range or `held_out` is malformed.
+        ValueError: an argument is out of range, `held_out` is malformed, or
+            both `freq` and `every_n_steps` are given.
             `on_train_begin` raises ValueError for a model that is not
             compiled, held-out data that does not fit the model, or a
             `log_dir` that cannot be written.
@@ -91,8 +106,18 @@ class GradWatch(EpochLogger):
         buckets: int = 30,
         run: str = tags.DEFAULT_RUN,
         diagnose: bool = True,
+        every_n_steps: int | None = None,
     ) -> None:
         super().__init__(log_dir, freq=freq, run=run)
+        if every_n_steps is not None:
+            every_n_steps = _validation.positive_int("every_n_steps", every_n_steps)
+            if self.freq != 1:
+                raise ValueError(
+                    "`freq` counts epochs and `every_n_steps` optimizer steps: "
+                    f"give one of them. Received: freq={freq}, "
+                    f"every_n_steps={every_n_steps}"
+                )
+        self.every_n_steps = every_n_steps
         _heldout.check(held_out)
         self.held_out = held_out
         self.training = _validation.boolean("training", training)
@@ -109,6 +134,10 @@ class GradWatch(EpochLogger):
         self._texts: list[bytes] = []
         self._texts_due = False
         self._raw: _summary.RawWriter | None = None
+        self._iterations: Any = None
+        self._last_step = 0
+        self._epoch = 0
+        self._last_norm: float | None = None
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         _validation.compiled(self.model)
@@ -122,6 +151,10 @@ class GradWatch(EpochLogger):
             self._build_probe(self._batch)
         self._texts_due = True  # once per fit, at its first logged epoch
         self._diagnoser = self._new_diagnoser()
+        if self.every_n_steps is not None:
+            self._iterations = self.model.optimizer.iterations
+            self._last_step = self._iteration()
+            self._last_norm = None
         self._say_skipped()
         if not self.model.trainable_weights:
             logger.warning(
@@ -150,11 +183,18 @@ class GradWatch(EpochLogger):
             f"({batch.rows} samples, training={self.training}), "
             "at the end of the epoch."
         )
+        if self.every_n_steps is not None:
+            description = description.replace(
+                "at the end of the epoch",
+                f"after every {self.every_n_steps} optimizer step(s)",
+            )
         self._records = _summary.Records(
             scalar_tags=[
                 *(tags.tag(prefix, p) for p in paths for prefix in tags.STATS_COLUMNS),
                 tags.GLOBAL_NORM_TAG,
                 *probe.trace.signal_tags,
+                tags.HELDOUT_LOSS,
+                *([tags.EPOCH_TAG] if self.every_n_steps is not None else []),
             ],
             histogram_tags=[tags.tag(tags.GRAD_HISTOGRAM, path) for path in paths],
             buckets=self.buckets,
@@ -169,27 +209,79 @@ class GradWatch(EpochLogger):
         )
         self._probe = probe
 
+    @property
+    def _unit(self) -> str:
+        return "epoch" if self.every_n_steps is None else "step"
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._epoch = epoch
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if self.every_n_steps is None:
+            super().on_epoch_end(epoch, logs)
+        elif logs is not None and self._last_norm is not None:
+            logs[tags.LOGS_GRAD_NORM] = self._last_norm
+
+    def on_train_batch_end(
+        self, batch: int, logs: dict[str, Any] | None = None
+    ) -> None:
+        n = self.every_n_steps
+        if n is None or self._writer is None:
+            return
+        step = self._iteration()
+        if step // n == self._last_step // n:
+            return
+        self._last_step = step
+        self._guarded(lambda: self._log_step(step), f"step {step}")
+
+    def _implements_train_batch_hooks(self) -> bool:
+        return self.every_n_steps is not None  # tf_keras calls the hook then
+
+    def _iteration(self) -> int:
+        return int(_compat.read(self._iterations).numpy())
+
     def _log_epoch(self, epoch: int, logs: dict[str, Any] | None) -> None:
+        loss = None if logs is None else logs.get("loss")
+        global_norm = self._log_pass(epoch, loss, ())
+        if logs is not None:
+            logs[tags.LOGS_GRAD_NORM] = global_norm
+
+    def _log_step(self, step: int) -> None:
+        self._last_norm = self._log_pass(step, None, (float(self._epoch),))
+
+    def _log_pass(self, step: int, loss: Any, extra: tuple[float, ...]) -> float:
+        """Runs the pass and writes it at `step`; feeds the diagnosis with
+        the training loss `loss` (per epoch) or the held-out loss (per step).
+        Returns the global norm."""
         assert self._probe is not None
         assert self._batch is not None
         assert self._records is not None
         assert self._raw is not None
-        stats, histograms, global_norm, signal = self._probe(self._batch)
+        result = self._probe(self._batch)
         protos = self._records.serialize(
-            np.concatenate([stats.ravel(), [global_norm], signal]), histograms
+            np.concatenate(
+                [
+                    result.stats.ravel(),
+                    [result.global_norm],
+                    result.signal,
+                    [result.loss, *extra],
+                ]
+            ),
+            result.histograms,
         )
         if self._texts_due:
             protos += self._texts
             self._texts_due = False
-        self._raw(epoch, protos)
-        if logs is not None:
-            logs[tags.LOGS_GRAD_NORM] = global_norm
+        self._raw(step, protos)
+        if self.every_n_steps is not None:
+            loss = result.loss
         if self._diagnosing:
-            self._diagnose(epoch, stats, signal, logs or {})
+            self._diagnose(step, result.stats, result.signal, loss)
         if not self._diagnosing:  # off, or just turned off by a failure
-            self._say_nonfinite(epoch, stats)
+            self._say_nonfinite(step, result.stats)
+        return result.global_norm
 
-    def _say_nonfinite(self, epoch: int, stats: np.ndarray) -> None:
+    def _say_nonfinite(self, step: int, stats: np.ndarray) -> None:
         """Without the diagnosis (whose non_finite finding says it once): a
         line whenever the set of weights with NaN/Inf gradients changes."""
         assert self._probe is not None
@@ -204,8 +296,9 @@ class GradWatch(EpochLogger):
         if nonfinite:
             listed = ", ".join(f"{p} ({n})" for p, n in nonfinite.items())
             logger.warning(
-                "GradWatch: non-finite gradient values at epoch %d in %s.",
-                epoch,
+                "GradWatch: non-finite gradient values at %s %d in %s.",
+                self._unit,
+                step,
                 listed,
             )
         self._nonfinite = set(nonfinite)
@@ -222,7 +315,10 @@ class GradWatch(EpochLogger):
             if prefix in (tags.ACT_GRAD_NORM, tags.TIME_GRAD_RATIO):
                 self._signal_columns[tag] = i
         return _rules.Diagnoser(
-            trace.paths, layers=layers, activations=trace.activations
+            trace.paths,
+            layers=layers,
+            activations=trace.activations,
+            axis=self._unit,
         )
 
     def _signal_row(self, signal: np.ndarray, prefix: str) -> np.ndarray | None:
@@ -236,16 +332,15 @@ class GradWatch(EpochLogger):
         return np.where(index >= 0, signal[np.maximum(index, 0)], np.nan)
 
     def _diagnose(
-        self, epoch: int, stats: np.ndarray, signal: np.ndarray, logs: dict[str, Any]
+        self, step: int, stats: np.ndarray, signal: np.ndarray, loss: Any
     ) -> None:
-        """Feeds the epoch to the rules; logs the findings new with it. The
-        rules keep running state, so this costs the same every epoch."""
+        """Feeds the pass to the rules; logs the findings new with it. The
+        rules keep running state, so this costs the same every pass."""
         assert self._diagnoser is not None
         column = {name: stats[:, i] for i, name in enumerate(tags.GRAD_SCALARS)}
         try:
-            loss = logs.get("loss")
             row = _rules.Row(
-                epoch=epoch,
+                epoch=step,
                 grad_norm=column["grad_norm"],
                 grad_to_weight=column["grad_to_weight"],
                 grad_dead_units=column["grad_dead_units"],
@@ -263,8 +358,9 @@ class GradWatch(EpochLogger):
             return
         for finding in findings:
             logger.warning(
-                "GradWatch diagnosis, epoch %d: %s Try: %s",
-                epoch,
+                "GradWatch diagnosis, %s %d: %s Try: %s",
+                self._unit,
+                step,
                 finding.message,
                 finding.remedy,
             )

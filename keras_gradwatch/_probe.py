@@ -46,6 +46,8 @@ class Result(NamedTuple):
     global_norm: float
     signal: np.ndarray
     """float64, the backward-signal scalars of `Trace.signal_tags`."""
+    loss: float
+    """The compiled loss on the batch, as the gradients are of it."""
 
 
 def key(model: Any) -> tuple[Any, ...]:
@@ -102,7 +104,7 @@ class GradientProbe:
 
     def __call__(self, batch: Batch) -> Result:
         """Runs the traced function on `batch`."""
-        stats, histograms, global_norm, signal = self._function(
+        stats, histograms, global_norm, signal, loss = self._function(
             batch.x, batch.y, batch.sample_weight
         )
         return Result(
@@ -110,6 +112,7 @@ class GradientProbe:
             histograms.numpy(),
             float(global_norm.numpy()),
             signal.numpy(),
+            float(loss.numpy()),
         )
 
     @property
@@ -130,21 +133,25 @@ class GradientProbe:
             # number of replicas, as the gradients are summed over them.
             # Each local replica computes the whole batch; one is kept. The
             # backward signal is not measured here.
-            def replica(x: Any, y: Any, sample_weight: Any) -> list[Any]:
+            def replica(x: Any, y: Any, sample_weight: Any) -> Any:
                 return self._gradients(x, y, sample_weight, weights, self._present)
 
-            per_replica = strategy.run(replica, args=(x, y, sample_weight))
+            per_replica, loss = strategy.run(replica, args=(x, y, sample_weight))
             replicas = float(strategy.num_replicas_in_sync)
             grads = [None] * len(weights)
             for i, grad in zip(self._present, per_replica, strict=True):
                 grads[i] = strategy.experimental_local_results(grad)[0] * replicas
+            loss = strategy.experimental_local_results(loss)[0] * replicas
             capture, signal_grads = None, []
         else:
             capture = _signal.Capture(_signal.measured_layers(model))
-            grads = self._gradients(x, y, sample_weight, weights, capture=capture)
+            grads, loss = self._gradients(x, y, sample_weight, weights, capture=capture)
             signal_grads = grads[len(weights) :]
             grads = grads[: len(weights)]
-        return self._measure(weights, grads, capture, signal_grads)
+        return (
+            *self._measure(weights, grads, capture, signal_grads),
+            tf.cast(loss, tf.float64),
+        )
 
     def _gradients(
         self,
@@ -154,11 +161,11 @@ class GradientProbe:
         weights: list[Any],
         present: list[int] | None = None,
         capture: _signal.Capture | None = None,
-    ) -> list[Any]:
-        """Gradients of the compiled loss; with `present`, only those not None
-        (dense), their indices appended to `present`. With `capture`, the
-        gradients of its `targets()` follow those of the weights (float32,
-        None where the loss does not depend on one)."""
+    ) -> tuple[list[Any], tf.Tensor]:
+        """Gradients of the compiled loss, and the loss; with `present`, only
+        the gradients not None (dense), their indices put in `present`. With
+        `capture`, the gradients of its `targets()` follow those of the
+        weights (float32, None where the loss does not depend on one)."""
         model = self._model
         # compute_loss updates the per-output loss trackers of a multi-output
         # model, and training=True moves BatchNorm statistics and Dropout
@@ -200,9 +207,9 @@ class GradientProbe:
         for variable, value in zip(kept, saved, strict=True):
             variable.assign(value)
         if present is None:
-            return grads
+            return grads, loss
         present[:] = [i for i, g in enumerate(grads) if g is not None]
-        return [tf.convert_to_tensor(grads[i]) for i in present]
+        return [tf.convert_to_tensor(grads[i]) for i in present], loss
 
     @tf.autograph.experimental.do_not_convert
     def _measure(

@@ -7,6 +7,11 @@ directories add evidence: the ``weight_change/<path>`` scalars of
 WeightNorms (any sibling, ``weights`` by default) and the ``epoch_loss`` of
 ``keras.callbacks.TensorBoard``'s ``train`` run (the training loss).
 
+A run written with ``GradWatch(every_n_steps=N)`` (it has the ``epoch``
+tag) is on the optimizer-step axis: its rows are the steps ``epoch`` was
+written at, its loss is its own ``heldout_loss``, and the per-epoch
+evidence of the siblings is not joined to it.
+
 Several event files in one run directory are joined by the sessions rule of
 `keras_gradwatch._events` (the newest session wins where steps overlap).
 Values outside their domain (a negative norm, a dead-unit fraction outside
@@ -142,15 +147,26 @@ def load(logdir: str | os.PathLike[str]) -> Report:
         if not paths:
             continue
         epochs = sorted({e for p in paths for e in values[f"grad_norm/{p}"]})
+        axis = "step" if values.get(tags.EPOCH_TAG) else "epoch"
+        if axis == "step":
+            marked = values[tags.EPOCH_TAG]
+            if any(e not in marked for e in epochs):
+                report.notes.append(
+                    f"{reader.name(directory)}: left out: the passes at "
+                    f"{sum(e not in marked for e in epochs)} step(s) without "
+                    "an epoch mark (another fit logged per epoch into this "
+                    "run); give each step axis a run of its own"
+                )
+            epochs = [e for e in epochs if e in marked]
         if len(epochs) * len(paths) > MAX_VALUES:
             report.notes.append(
-                f"{reader.name(directory)}: left out: {len(epochs)} logged epochs "
+                f"{reader.name(directory)}: left out: {len(epochs)} logged {axis}s "
                 f"x {len(paths)} weights is more than the {MAX_VALUES:,} values "
                 "per statistic the report holds; give a LOGDIR with fewer runs "
                 "mixed into one directory"
             )
             continue
-        series = _series(directory, values, paths, epochs, reader)
+        series = _series(directory, values, paths, epochs, reader, axis)
         report.runs.append(RunData(reader.name(directory), series, diagnose(series)))
     report.notes.extend(reader.notes)
     report.notes = list(dict.fromkeys(report.notes))  # each once, in order
@@ -202,7 +218,7 @@ def table(runs: list[RunData], clips: Sequence[ClipRun] = ()) -> str:
         if run.findings:
             for finding in run.findings:
                 lines.append(
-                    f"  {finding.kind} (epochs {_ranges(finding.epochs)}): "
+                    f"  {finding.kind} ({s.axis}s {_ranges(finding.epochs)}): "
                     f"{finding.message}"
                 )
                 lines.append(f"    try: {finding.remedy}")
@@ -246,6 +262,7 @@ def to_json(report: Report) -> dict[str, Any]:
         "runs": [
             {
                 "run": run.name,
+                "axis": run.series.axis,
                 "epochs": [int(e) for e in run.series.epochs],
                 "weights": [
                     {k: _json(v) for k, v in row.items()} for row in _rows(run.series)
@@ -340,7 +357,7 @@ def _draw(axes: Any, run: RunData) -> None:
         # The first and last epochs with data and three in between.
         spread = np.linspace(0, drawn.size - 1, 5).round().astype(int)
         for t in drawn[np.unique(spread)]:
-            axes.plot(mean_abs[t], marker="o", label=f"epoch {s.epochs[t]}")
+            axes.plot(mean_abs[t], marker="o", label=f"{s.axis} {s.epochs[t]}")
         axes.set_yscale("log")
         axes.legend(fontsize=8)
     # Past about 30 labels they overlap: label every k-th kernel.
@@ -405,7 +422,12 @@ class _Reader:
 
 
 def _wanted(tag: str) -> bool:
-    return tag in (_LOSS_TAG, tags.AUTOCLIP_STEP_GRAD_NORM) or tag.split("/", 1)[0] in (
+    return tag in (
+        _LOSS_TAG,
+        tags.AUTOCLIP_STEP_GRAD_NORM,
+        tags.HELDOUT_LOSS,
+        tags.EPOCH_TAG,
+    ) or tag.split("/", 1)[0] in (
         *_STATS,
         *_LAYER_STATS,
         _WEIGHT_CHANGE,
@@ -429,11 +451,17 @@ def _series(
     paths: list[str],
     epochs: list[int],
     reader: _Reader,
+    axis: str,
 ) -> Series:
     loss = logged = change = nonfinite = None
     if any(f"{_WEIGHT_NONFINITE}/{p}" in values for p in paths):
         nonfinite = _grid(values, _WEIGHT_NONFINITE, paths, epochs)
-    for run, files in ((directory, None), *_siblings(directory, reader.notes)):
+    siblings = _siblings(directory, reader.notes) if axis == "epoch" else []
+    if axis == "step" and tags.HELDOUT_LOSS in values:
+        found_loss = values[tags.HELDOUT_LOSS]
+        logged = np.array([e in found_loss for e in epochs])
+        loss = np.array([found_loss.get(e, np.nan) for e in epochs])
+    for run, files in ((directory, None), *siblings):
         found = values if files is None else reader.read(run, files)
         if os.path.basename(run) == _LOSS_RUN and _LOSS_TAG in found:
             logged = np.array([e in found[_LOSS_TAG] for e in epochs])
@@ -472,6 +500,7 @@ def _series(
         time_grad_ratio=(
             _grid(values, "time_grad_ratio", layers, epochs) if layers else None
         ),
+        axis=axis,
     )
 
 
@@ -532,24 +561,32 @@ def _last(values: np.ndarray | None, column: int) -> float:
 
 
 def _epoch_summary(s: Series) -> str:
-    text = f"{s.epochs.size} logged epochs ({_ranges(tuple(s.epochs))})"
+    text = f"{s.epochs.size} logged {s.axis}s ({_ranges(tuple(s.epochs))})"
     if s.loss is not None and np.isfinite(s.loss).any():
         finite = s.loss[np.isfinite(s.loss)]
-        text += f", train loss {finite[0]:.4g} -> {finite[-1]:.4g}"
+        which = "held-out" if s.axis == "step" else "train"
+        text += f", {which} loss {finite[0]:.4g} -> {finite[-1]:.4g}"
     return text
 
 
 def _ranges(epochs: tuple[int, ...]) -> str:
-    """``(0, 1, 2, 5)`` -> ``"0-2, 5"``."""
+    """``(0, 1, 2, 5)`` -> ``"0-2, 5"``; ``(50, 100, 150, 200, 230)`` ->
+    ``"50-200 every 50, 230"``: runs of three or more at one stride."""
     parts: list[str] = []
-    start = previous = None
-    for e in (*epochs, None):
-        if previous is not None and e == previous + 1:
-            previous = e
-            continue
-        if start is not None:
-            parts.append(str(start) if start == previous else f"{start}-{previous}")
-        start = previous = e
+    i, n = 0, len(epochs)
+    while i < n:
+        j = i + 1
+        if j < n:
+            stride = epochs[j] - epochs[i]
+            while j + 1 < n and epochs[j + 1] - epochs[j] == stride:
+                j += 1
+        if j < n and (stride == 1 or j - i >= 2):
+            every = "" if stride == 1 else f" every {stride}"
+            parts.append(f"{epochs[i]}-{epochs[j]}{every}")
+            i = j + 1
+        else:
+            parts.append(str(epochs[i]))
+            i += 1
     return ", ".join(parts)
 
 

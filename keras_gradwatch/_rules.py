@@ -99,6 +99,10 @@ class Diagnoser:
             forward order, ``[L]``.
         activations: Layer path -> activation name, where known.
         thresholds: The rules' thresholds.
+        axis: What a row's ``epoch`` counts: ``"epoch"`` (the training loss
+            comes with it) or ``"step"`` (optimizer steps, GradWatch's
+            ``every_n_steps``; the loss is the held-out one). For the
+            messages.
     """
 
     def __init__(
@@ -108,8 +112,11 @@ class Diagnoser:
         layers: Sequence[str] = (),
         activations: dict[str, str] | None = None,
         thresholds: Thresholds | None = None,
+        axis: str = "epoch",
     ) -> None:
         self.th = Thresholds() if thresholds is None else thresholds
+        self.unit = axis
+        self.loss_name = "held-out loss" if axis == "step" else "training loss"
         self.paths = list(paths)
         self.layers = list(layers)
         if kernels is None:
@@ -529,7 +536,8 @@ class Diagnoser:
                     if math.isfinite(change):
                         moved[f"weight_change/{self.paths[c]}"] = float(change)
                 still = (
-                    f"; their weights change {min(moved.values()):.1e} per logged epoch"
+                    f"; their weights change {min(moved.values()):.1e} per logged "
+                    f"{self.unit}"
                     if moved
                     else ""
                 )
@@ -594,7 +602,7 @@ class Diagnoser:
                 self.growth.epochs(flagged),
                 {**evidence, "threshold": self.th.exploding_growth},
                 f"Gradient norms of {_listed(weights)} grew "
-                f"{max(evidence.values()):.1e}-fold over the epochs{loss}.",
+                f"{max(evidence.values()):.1e}-fold over the {self.unit}s{loss}.",
                 REMEDIES["exploding"],
             )
 
@@ -633,14 +641,14 @@ class Diagnoser:
                 listed = _listed(self._names(np.flatnonzero(weights_bad)))
                 where.append(f"the weights {listed}")
             if self.loss_nonfinite:
-                where.append("the training loss")
+                where.append(f"the {self.loss_name}")
                 evidence["loss_nonfinite_epochs"] = float(len(self.loss_nonfinite))
             return Finding(
                 "non_finite",
                 weights,
                 tuple(epochs),
                 {**evidence, "first_epoch": float(first)},
-                f"NaN/Inf from epoch {first} on, in {' and '.join(where)}.",
+                f"NaN/Inf from {self.unit} {first} on, in {' and '.join(where)}.",
                 REMEDIES["non_finite"],
             )
 
@@ -716,7 +724,7 @@ class Diagnoser:
                 self.stall.epochs(flagged),
                 {**evidence, "loss_improvement": float(improvement)},
                 f"The loss improved by {max(improvement, 0.0):.2%} over the last "
-                f"{self.th.stall_window} logged epochs while {_listed(weights)} "
+                f"{self.th.stall_window} logged {self.unit}s while {_listed(weights)} "
                 "barely change: training has stalled (or converged).",
                 REMEDIES["stalled"],
             )

@@ -351,6 +351,10 @@ class Series:
         time_grad_ratio: Per recurrent layer, first over last time step's
             input gradient norm, ``[T, L]`` (NaN for other layers), or None.
         activations: Layer path -> name of its activation, where known.
+        axis: What `epochs` counts: ``"epoch"`` (0-based epochs; `loss` is
+            the training loss) or ``"step"`` (optimizer steps, from
+            ``GradWatch(every_n_steps=N)``; `loss` is the held-out loss).
+            Defaults to ``"epoch"``.
 
     Raises:
         ValueError: the shapes do not fit together.
@@ -372,8 +376,13 @@ class Series:
     act_grad_norm: np.ndarray | None = None
     time_grad_ratio: np.ndarray | None = None
     activations: dict[str, str] = field(default_factory=dict)
+    axis: str = "epoch"
 
     def __post_init__(self) -> None:
+        if self.axis not in ("epoch", "step"):
+            raise ValueError(
+                f'Series.axis must be "epoch" or "step". Received: axis={self.axis!r}'
+            )
         self.epochs = np.asarray(self.epochs, dtype=np.int64).reshape(-1)
         self.paths = list(self.paths)
         self.layers = list(self.layers)
@@ -480,6 +489,7 @@ def diagnose(series: Series, *, thresholds: Thresholds | None = None) -> list[Fi
         series.layers,
         series.activations,
         thresholds,
+        axis=series.axis,
     )
     for t in range(series.epochs.size):
         diagnoser.feed(series.row(t))

@@ -17,7 +17,10 @@ Runs
     Summaries go to ``<log_dir>/<run>`` (default run: ``heldout``), next to
     the ``train`` and ``validation`` runs of ``keras.callbacks.TensorBoard``.
     The step of every summary is the 0-based epoch index, as in Keras'
-    TensorBoard callback.
+    TensorBoard callback; with ``GradWatch(every_n_steps=N)`` it is the
+    optimizer's iteration count after the step (N, 2N, ...: the updates
+    the weights have had), and each pass also writes ``epoch``, which is
+    how readers tell the two step axes apart.
 
 Tags (``<path>`` is the Keras ``weight.path``, e.g. ``sequential/dense_1/kernel``)
     ============================  =========  ====================================
@@ -34,6 +37,10 @@ Tags (``<path>`` is the Keras ``weight.path``, e.g. ``sequential/dense_1/kernel`
     ``grad_norm/global``          scalar     L2 norm of all gradients together
     ``weight_nonfinite/<path>``   scalar     count of NaN and ±Inf elements of
                                              the weight itself
+    ``heldout_loss``              scalar     the compiled loss on the held-out
+                                             batch, which the gradients are of
+    ``epoch``                     scalar     ``every_n_steps`` only: the
+                                             (0-based) epoch the step fell in
     ============================  =========  ====================================
 
     The same global norm is put into the epoch ``logs`` under ``grad_norm``.
@@ -194,6 +201,9 @@ ACTIVATION = "activation"
 (``time_grad_norm/<layer path>/<q>``); ``activation`` is a text summary."""
 
 GLOBAL_NORM_TAG = "grad_norm/global"
+HELDOUT_LOSS = "heldout_loss"
+EPOCH_TAG = "epoch"
+"""Written with ``every_n_steps`` only: its presence marks the step axis."""
 LOGS_GRAD_NORM = "grad_norm"
 """Key of the global gradient norm in the epoch ``logs`` dict."""
 

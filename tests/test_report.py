@@ -145,7 +145,8 @@ def test_json_schema(logdir, capsys):
     assert data["autoclip"] == []  # no AutoClip step norms in these logs
     assert data["notes"] == []
     relu, synthetic = data["runs"]
-    assert set(relu) == {"run", "epochs", "weights", "findings"}
+    assert set(relu) == {"run", "axis", "epochs", "weights", "findings"}
+    assert relu["axis"] == "epoch"
     assert relu["run"] == "relu/heldout"
     assert relu["epochs"] == list(range(EPOCHS))
     assert [w["path"] for w in relu["weights"]] == paths

@@ -70,7 +70,7 @@ def test_reader_sees_one_histogram_per_epoch_per_weight(logdir):
         for prefix in (tags.ACT_GRAD_NORM, tags.ACT_GRAD_RMS)
         for p in layers
     }
-    for tag in signal:
+    for tag in (*signal, tags.HELDOUT_LOSS):
         assert sorted(logged[tag]) == list(range(EPOCHS))
         assert plugins[tag] == "scalars"
     # The activations, once, at the fit's first logged epoch.
@@ -82,7 +82,8 @@ def test_reader_sees_one_histogram_per_epoch_per_weight(logdir):
     expected = {f"grad/{p}" for p in sizes} | {
         tags.tag(prefix, p) for prefix in tags.STATS_COLUMNS for p in sizes
     }
-    assert set(logged) == expected | signal | texts | {tags.GLOBAL_NORM_TAG}
+    scalars = {tags.GLOBAL_NORM_TAG, tags.HELDOUT_LOSS}  # no epoch tag per epoch
+    assert set(logged) == expected | signal | texts | scalars
 
 
 def test_runs_coexist_with_keras_tensorboard(logdir):

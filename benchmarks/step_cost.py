@@ -1,0 +1,113 @@
+"""What `GradWatch(every_n_steps=N)` adds to `fit`, by optimizer step.
+
+The text model (b) of `overhead.py` (Embedding -> GRU -> 2 x Conv1D ->
+Dense), batch 32, 200 steps per epoch, `--epochs` epochs per `fit`, on one
+cached input pipeline. Configurations, one `fit` of each per round, in turn:
+
+- ``none``: no callback (the baseline of every ratio);
+- ``hook``: GradWatch with an `every_n_steps` larger than the fit, so only
+  its per-step check runs (one read of the optimizer's iteration): what the
+  batch hook costs by itself;
+- ``every_50``: ``GradWatch(every_n_steps=50)``, 4 passes per epoch;
+- ``per_epoch``: ``GradWatch()``, one pass per epoch, for comparison.
+
+Each GradWatch instance is made once and reused by every round (its pass is
+traced in the warm-up fit, as it is once per model in real use; a new
+event file per `fit`); a warm-up fit of each configuration comes first.
+The ratio of a round is its `fit` time over that round's ``none``; the
+median over rounds is reported.
+
+Usage::
+
+    python benchmarks/step_cost.py [--rounds N] [--epochs E] [--every N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from overhead_models import build_text, data_text  # noqa: E402
+from timing import median, paired_ratios, timed  # noqa: E402
+
+from keras_gradwatch import GradWatch  # noqa: E402
+
+BATCH, STEPS = 32, 200
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--every", type=int, default=50)
+    parser.add_argument("--steps", type=int, default=STEPS, help="per epoch")
+    args = parser.parse_args(argv)
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x, y = data_text(rng, args.steps * BATCH)
+    held_out = data_text(rng, 256)
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH).cache()
+    for _ in data:  # fill the cache before anything is timed
+        pass
+    model = build_text()
+    tmp = tempfile.mkdtemp(prefix="step_cost_")
+    never = args.steps * args.epochs * (args.rounds + 2) + 1
+    callbacks: dict[str, list[keras.callbacks.Callback]] = {
+        "none": [],
+        "hook": [GradWatch(f"{tmp}/hook", held_out, every_n_steps=never)],
+        f"every_{args.every}": [
+            GradWatch(f"{tmp}/every", held_out, every_n_steps=args.every)
+        ],
+        "per_epoch": [GradWatch(f"{tmp}/epoch", held_out)],
+    }
+
+    def fit(name: str, epochs: int) -> float:
+        return timed(
+            lambda: model.fit(
+                data,
+                epochs=epochs,
+                verbose=0,
+                shuffle=False,
+                callbacks=callbacks[name],
+            )
+        )
+
+    for name in callbacks:  # warm-up: Keras' and GradWatch's traces
+        fit(name, 1)
+    times: dict[str, list[float]] = {name: [] for name in callbacks}
+    for _ in range(args.rounds):
+        for name in callbacks:
+            times[name].append(fit(name, args.epochs))
+
+    print(
+        f"text model (b), batch {BATCH}, {args.steps} steps/epoch, "
+        f"{args.epochs} epochs per fit, {args.rounds} rounds"
+    )
+    print(f"{'config':<12} {'median fit s':>12} {'ratio to none':>14}  per round")
+    result: dict[str, Any] = {}
+    for name, seconds in times.items():
+        ratios = paired_ratios(seconds, times["none"])
+        result[name] = {"seconds": seconds, "ratios": ratios}
+        print(
+            f"{name:<12} {median(seconds):>12.2f} {median(ratios):>14.3f}  "
+            + " ".join(f"{r:.3f}" for r in ratios)
+        )
+    steps = args.steps * args.epochs
+    per_step = median(times["none"]) / steps
+    print(f"one training step: {per_step * 1e3:.2f} ms (median none fit / steps)")
+    return result
+
+
+if __name__ == "__main__":
+    main()
