@@ -8,7 +8,8 @@ Which data
     (``model.compute_loss``: compiled losses with their ``loss_weights`` and
     ``sample_weight``, regularization penalties and ``add_loss`` terms) with
     respect to every trainable weight, on one fixed held-out batch, at the end
-    of every ``freq``-th epoch, with the weights as they are at that moment.
+    of every ``freq``-th epoch (or after every ``every_n_steps``-th optimizer
+    step), with the weights as they are at that moment.
     By default the forward pass runs with ``training=False`` (Dropout off,
     BatchNormalization uses its moving statistics). Every summary carries a
     description naming the batch size and the ``training`` flag.

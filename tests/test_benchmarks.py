@@ -88,3 +88,10 @@ def test_diagnosis_cost_benchmark_runs(capsys):
     assert result["healthy"]["new_findings"] == 0
     assert result["failing"]["new_findings"] == 2  # vanishing, dead units
     assert "late / early" in capsys.readouterr().out
+
+
+def test_step_cost_benchmark_runs(capsys):
+    result = load("step_cost").main(["--rounds", "1", "--steps", "4", "--every", "2"])
+    assert set(result) == {"none", "hook", "every_2"}
+    assert result["none"]["ratios"] == [1.0]
+    assert "ratio to none" in capsys.readouterr().out

@@ -155,13 +155,15 @@ def test_workers_agree_and_see_every_replica(run):
 
 
 def test_one_copy_of_each_run(run):
-    for name in ("heldout", "weights", "autoclip"):
+    for name in ("heldout", "weights", "autoclip", "bystep"):
         files = list((run["log_dir"] / name).iterdir())
         assert len(files) == 1, files
+        # By step, the pass after iteration t (one step per epoch).
+        first = 1 if name == "bystep" else 0
         for tag, by_step in read_run(run["log_dir"] / name).items():
             # The activations are written once per fit, at its first epoch.
             once = tag.startswith(f"{tags.ACTIVATION}/")
-            expected = [0] if once else list(range(fit.EPOCHS))
+            expected = [first] if once else list(range(first, fit.EPOCHS + first))
             assert sorted(by_step) == expected, tag
     # A second writer's events would show up as repeated steps in one file
     # too; count the raw events of one tag.
@@ -198,6 +200,25 @@ def test_gradwatch_equals_single_device(run):
                 )
         global_norm = np_global_norm(reference)
         assert chief["logs/grad_norm"][epoch] == pytest.approx(global_norm, rel=1e-5)
+
+
+def test_gradwatch_by_step_logs_the_iteration(run):
+    """One step per epoch: the pass after iteration t sees the weights the
+    per-epoch pass saw at epoch t - 1, so it logs the same numbers."""
+    per_epoch = read_run(run["log_dir"] / "heldout")
+    by_step = read_run(run["log_dir"] / "bystep")
+    steps = list(range(1, fit.EPOCHS + 1))
+    assert {s: float(v) for s, v in by_step[tags.EPOCH_TAG].items()} == {
+        s: float(s - 1) for s in steps
+    }
+    for tag, values in per_epoch.items():
+        if tag.startswith(f"{tags.ACTIVATION}/"):
+            continue
+        assert sorted(by_step[tag]) == steps, tag
+        for step in steps:
+            np.testing.assert_allclose(
+                by_step[tag][step], values[step - 1], rtol=1e-6, err_msg=tag
+            )
 
 
 def test_autoclip_clips_the_aggregated_gradient(run):

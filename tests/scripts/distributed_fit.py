@@ -1,4 +1,5 @@
-"""`fit` with GradWatch, WeightNorms and AutoClip under a tf.distribute strategy.
+"""`fit` with GradWatch (per epoch and, in run ``bystep``, per step),
+WeightNorms and AutoClip under a tf.distribute strategy.
 
 Usage: ``python distributed_fit.py STRATEGY LOG_DIR OUT``, where STRATEGY is
 ``single`` (no strategy), ``mirrored`` (two logical CPU devices in this
@@ -95,6 +96,7 @@ def main(kind, log_dir, out):
         callbacks=[
             spy,
             GradWatch(log_dir, held_out=held_out),
+            GradWatch(log_dir, held_out=held_out, every_n_steps=1, run="bystep"),
             WeightNorms(log_dir),
             AutoClip("fixed", threshold=THRESHOLD, log_dir=log_dir),
         ],
