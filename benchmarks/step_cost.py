@@ -15,7 +15,11 @@ Each GradWatch instance is made once and reused by every round (its pass is
 traced in the warm-up fit, as it is once per model in real use; a new
 event file per `fit`); a warm-up fit of each configuration comes first.
 The ratio of a round is its `fit` time over that round's ``none``; the
-median over rounds is reported.
+median over rounds is reported. Whole-`fit` times on a shared 2-core
+machine vary by 10% or more between identical fits, so GradWatch's own
+hooks are also timed inside each `fit` (`on_train_begin`, every
+`on_train_batch_end`, `on_epoch_end`, `on_train_end`): their sum over the
+`fit` time is its own share, which load from elsewhere slows alike.
 
 Usage::
 
@@ -38,11 +42,12 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from overhead_models import build_text, data_text  # noqa: E402
-from timing import median, paired_ratios, timed  # noqa: E402
+from timing import median, paired_ratios, time_hooks, timed  # noqa: E402
 
 from keras_gradwatch import GradWatch  # noqa: E402
 
 BATCH, STEPS, HELD_OUT = 256, 200, 256
+HOOKS = ("on_train_begin", "on_train_batch_end", "on_epoch_end", "on_train_end")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -84,23 +89,36 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     for name in callbacks:  # warm-up: Keras' and GradWatch's traces
         fit(name, 1)
+    hooks = {
+        name: time_hooks(callback[0], HOOKS)
+        for name, callback in callbacks.items()
+        if callback
+    }
     times: dict[str, list[float]] = {name: [] for name in callbacks}
+    own: dict[str, list[float]] = {name: [] for name in hooks}
     for _ in range(args.rounds):
         for name in callbacks:
             times[name].append(fit(name, args.epochs))
+            if name in hooks:
+                total = sum(sum(calls) for calls in hooks[name].values())
+                own[name].append(total - sum(own[name]))
 
     print(
         f"text model (b), batch {BATCH}, {args.steps} steps/epoch, "
         f"{args.epochs} epochs per fit, {args.rounds} rounds"
     )
-    print(f"{'config':<12} {'median fit s':>12} {'ratio to none':>14}  per round")
+    print(
+        f"{'config':<12} {'median fit s':>12} {'ratio to none':>14} "
+        f"{'own % of fit':>13}  ratio per round"
+    )
     result: dict[str, Any] = {}
     for name, seconds in times.items():
         ratios = paired_ratios(seconds, times["none"])
-        result[name] = {"seconds": seconds, "ratios": ratios}
+        shares = paired_ratios(own.get(name, [0.0] * len(seconds)), seconds)
+        result[name] = {"seconds": seconds, "ratios": ratios, "own": shares}
         print(
-            f"{name:<12} {median(seconds):>12.2f} {median(ratios):>14.3f}  "
-            + " ".join(f"{r:.3f}" for r in ratios)
+            f"{name:<12} {median(seconds):>12.2f} {median(ratios):>14.3f} "
+            f"{median(shares):>12.2%}  " + " ".join(f"{r:.3f}" for r in ratios)
         )
     steps = args.steps * args.epochs
     per_step = median(times["none"]) / steps
