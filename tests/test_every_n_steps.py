@@ -32,6 +32,19 @@ def mlp(depth=2, activation="tanh", init="glorot_uniform"):
     return model
 
 
+def fit_watched(model, log_dir, epochs, **kwargs):
+    """`fit` on `data()` with a GradWatch on its held-out part."""
+    x, y, xh, yh = data()
+    model.fit(
+        x,
+        y,
+        batch_size=BATCH,
+        epochs=epochs,
+        verbose=0,
+        callbacks=[GradWatch(log_dir, held_out=(xh, yh), **kwargs)],
+    )
+
+
 class Snapshots(keras.callbacks.Callback):
     """The weights after every step whose iteration is a multiple of n."""
 
@@ -89,17 +102,9 @@ def test_pass_every_n_optimizer_steps_matches_a_traced_tape(tmp_path):
 
 
 def test_steps_per_execution_passes_where_a_multiple_is_crossed(tmp_path):
-    x, y, xh, yh = data()
     model = mlp()
     model.compile(keras.optimizers.SGD(0.01), "mse", steps_per_execution=3)
-    model.fit(
-        x,
-        y,
-        batch_size=BATCH,
-        epochs=3,
-        verbose=0,
-        callbacks=[GradWatch(tmp_path, held_out=(xh, yh), every_n_steps=5)],
-    )
+    fit_watched(model, tmp_path, 3, every_n_steps=5)
     run = read_run(tmp_path / "heldout")
     # Iterations after each call: 3, 6, 8 | 11, 14, 16 | 19, 22, 24.
     assert sorted(run[tags.GLOBAL_NORM_TAG]) == [6, 11, 16, 22]
@@ -158,17 +163,9 @@ def test_report_reads_the_step_axis_and_diagnoses_it(tmp_path, caplog):
     """A deep sigmoid stack whose signal vanishes toward the input (the
     classic case), logged every 4 steps: the report and the live warning
     speak of steps, and the held-out loss is the series' loss."""
-    x, y, xh, yh = data()
     model = mlp(depth=8, activation="sigmoid", init="random_normal")
     with caplog.at_level(logging.WARNING, "keras_gradwatch"):
-        model.fit(
-            x,
-            y,
-            batch_size=BATCH,
-            epochs=2,
-            verbose=0,
-            callbacks=[GradWatch(tmp_path, held_out=(xh, yh), every_n_steps=4)],
-        )
+        fit_watched(model, tmp_path, 2, every_n_steps=4)
     loaded = _report.load(tmp_path)
     (run,) = loaded.runs
     assert run.series.axis == "step"
@@ -189,17 +186,9 @@ def test_report_reads_the_step_axis_and_diagnoses_it(tmp_path, caplog):
 def test_healthy_run_by_step_has_no_findings(tmp_path):
     """The healthy trap: a small tanh MLP that fits, logged every 8 steps for
     12 epochs; its held-out loss keeps falling, so nothing stalls."""
-    x, y, xh, yh = data()
     model = mlp()
     model.compile(keras.optimizers.Adam(1e-2), "mse")
-    model.fit(
-        x,
-        y,
-        batch_size=BATCH,
-        epochs=12,
-        verbose=0,
-        callbacks=[GradWatch(tmp_path, held_out=(xh, yh), every_n_steps=8)],
-    )
+    fit_watched(model, tmp_path, 12, every_n_steps=8)
     (run,) = _report.load(tmp_path).runs
     assert run.series.epochs.size == 12
     assert run.series.loss[-1] < run.series.loss[0] / 2  # it did fit
@@ -207,24 +196,9 @@ def test_healthy_run_by_step_has_no_findings(tmp_path):
 
 
 def test_per_epoch_and_per_step_fits_in_one_run_keep_the_step_axis(tmp_path):
-    x, y, xh, yh = data()
     model = mlp()
-    model.fit(
-        x,
-        y,
-        batch_size=BATCH,
-        epochs=2,
-        verbose=0,
-        callbacks=[GradWatch(tmp_path, held_out=(xh, yh))],
-    )
-    model.fit(
-        x,
-        y,
-        batch_size=BATCH,
-        epochs=2,
-        verbose=0,
-        callbacks=[GradWatch(tmp_path, held_out=(xh, yh), every_n_steps=5)],
-    )
+    fit_watched(model, tmp_path, 2)
+    fit_watched(model, tmp_path, 2, every_n_steps=5)
     loaded = _report.load(tmp_path)
     (run,) = loaded.runs
     # Iterations 17-32 in the second fit: passes at 20, 25, 30.
