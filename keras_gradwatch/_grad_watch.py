@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from keras_gradwatch import _compat, _heldout, _rules, _summary, _validation, tags
 from keras_gradwatch._callback import EpochLogger, logger
-from keras_gradwatch._probe import GradientProbe
+from keras_gradwatch._probe import GradientProbe, Result
 
 
 class GradWatch(EpochLogger):
@@ -241,18 +241,18 @@ class GradWatch(EpochLogger):
         return int(_compat.read(self._iterations).numpy())
 
     def _log_epoch(self, epoch: int, logs: dict[str, Any] | None) -> None:
-        loss = None if logs is None else logs.get("loss")
-        global_norm = self._log_pass(epoch, loss, ())
+        result = self._write_pass(epoch, ())
         if logs is not None:
-            logs[tags.LOGS_GRAD_NORM] = global_norm
+            logs[tags.LOGS_GRAD_NORM] = result.global_norm
+        self._judge(epoch, result, None if logs is None else logs.get("loss"))
 
     def _log_step(self, step: int) -> None:
-        self._last_norm = self._log_pass(step, None, (float(self._epoch),))
+        result = self._write_pass(step, (float(self._epoch),))
+        self._last_norm = result.global_norm
+        self._judge(step, result, result.loss)  # the held-out loss, by step
 
-    def _log_pass(self, step: int, loss: Any, extra: tuple[float, ...]) -> float:
-        """Runs the pass and writes it at `step`; feeds the diagnosis with
-        the training loss `loss` (per epoch) or the held-out loss (per step).
-        Returns the global norm."""
+    def _write_pass(self, step: int, extra: tuple[float, ...]) -> Result:
+        """Runs the pass and writes it, with the `extra` scalars, at `step`."""
         assert self._probe is not None
         assert self._batch is not None
         assert self._records is not None
@@ -273,13 +273,15 @@ class GradWatch(EpochLogger):
             protos += self._texts
             self._texts_due = False
         self._raw(step, protos)
-        if self.every_n_steps is not None:
-            loss = result.loss
+        return result
+
+    def _judge(self, step: int, result: Result, loss: Any) -> None:
+        """The diagnosis, with `loss` as the row's loss; or, without it, a
+        line about non-finite gradients."""
         if self._diagnosing:
             self._diagnose(step, result.stats, result.signal, loss)
         if not self._diagnosing:  # off, or just turned off by a failure
             self._say_nonfinite(step, result.stats)
-        return result.global_norm
 
     def _say_nonfinite(self, step: int, stats: np.ndarray) -> None:
         """Without the diagnosis (whose non_finite finding says it once): a

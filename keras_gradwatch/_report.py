@@ -150,14 +150,16 @@ def load(logdir: str | os.PathLike[str]) -> Report:
         axis = "step" if values.get(tags.EPOCH_TAG) else "epoch"
         if axis == "step":
             marked = values[tags.EPOCH_TAG]
-            if any(e not in marked for e in epochs):
+            unmarked = len(epochs)
+            epochs = [e for e in epochs if e in marked]
+            unmarked -= len(epochs)
+            if unmarked:
                 report.notes.append(
                     f"{reader.name(directory)}: left out: the passes at "
-                    f"{sum(e not in marked for e in epochs)} step(s) without "
-                    "an epoch mark (another fit logged per epoch into this "
-                    "run); give each step axis a run of its own"
+                    f"{unmarked} step(s) without an epoch mark (another fit "
+                    "logged per epoch into this run); give each step axis a "
+                    "run of its own"
                 )
-            epochs = [e for e in epochs if e in marked]
         if len(epochs) * len(paths) > MAX_VALUES:
             report.notes.append(
                 f"{reader.name(directory)}: left out: {len(epochs)} logged {axis}s "
