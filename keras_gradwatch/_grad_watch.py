@@ -178,16 +178,15 @@ class GradWatch(EpochLogger):
             self._close()
             raise ValueError(self._cannot_evaluate(error)) from error
         paths = probe.trace.paths
+        when = (
+            "at the end of the epoch"
+            if self.every_n_steps is None
+            else f"after every {self.every_n_steps} optimizer step(s)"
+        )
         description = (
             "Gradient of the compiled loss on the held-out batch "
-            f"({batch.rows} samples, training={self.training}), "
-            "at the end of the epoch."
+            f"({batch.rows} samples, training={self.training}), {when}."
         )
-        if self.every_n_steps is not None:
-            description = description.replace(
-                "at the end of the epoch",
-                f"after every {self.every_n_steps} optimizer step(s)",
-            )
         self._records = _summary.Records(
             scalar_tags=[
                 *(tags.tag(prefix, p) for p in paths for prefix in tags.STATS_COLUMNS),
