@@ -11,6 +11,7 @@ measured layers' outputs and recurrent inputs (`_signal`).
 from __future__ import annotations
 
 import inspect
+import logging
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -20,6 +21,8 @@ import tensorflow as tf
 
 from keras_gradwatch import _compat, _signal, _stats, tags
 from keras_gradwatch._heldout import Batch
+
+logger = logging.getLogger("keras_gradwatch")
 
 
 @dataclass
@@ -78,11 +81,15 @@ class GradientProbe:
             self._loss_kwargs["training"] = training
         self.trace = Trace()
         self._present: list[int] = []  # see _run, under a tf_keras strategy
+        self._compiled = _stats.compile_by_default()
+        self._function = self._new_function()
+
+    def _new_function(self) -> Any:
         # AutoGraph as in Keras' own train function, so that user code (an
         # overridden `call` or `compute_loss`) traces here as it does in fit:
         # tf_keras converts it, Keras 3 does not (`do_not_convert`), which
         # also spares converting every layer's code (~2x the trace time).
-        self._function = tf.function(self._run, autograph=_compat.is_tf_keras(model))
+        return tf.function(self._run, autograph=_compat.is_tf_keras(self._model))
 
     def build(self, batch: Batch) -> None:
         """Traces the function for `batch` and runs it once.
@@ -92,8 +99,20 @@ class GradientProbe:
         numbers belong, embedding ids out of range), so both surface here,
         before training, rather than at the end of the first epoch.
         """
-        self._function.get_concrete_function(batch.x, batch.y, batch.sample_weight)
-        self._function(batch.x, batch.y, batch.sample_weight)
+        args = (batch.x, batch.y, batch.sample_weight)
+        self._function.get_concrete_function(*args)
+        try:
+            self._function(*args)
+        except tf.errors.OpError:
+            if not self._compiled:
+                raise
+            # XLA could not compile the statistics' kernels here: TensorFlow's
+            # own ops compute the same numbers, a little slower.
+            logger.debug("GradWatch: statistics without XLA", exc_info=True)
+            self._compiled = False
+            self._function = self._new_function()
+            self._function.get_concrete_function(*args)
+            self._function(*args)
 
     def matches(self, model: keras.Model) -> bool:
         """Whether the traced pass still fits `model` as it is now."""
@@ -232,7 +251,10 @@ class GradientProbe:
                 present.append((_compat.read(weight), grad))
         if present:
             matrix, histograms = _stats.batch_stats(
-                [g for _, g in present], [w for w, _ in present], self._buckets
+                [g for _, g in present],
+                [w for w, _ in present],
+                self._buckets,
+                compiled=self._compiled,
             )
         else:
             matrix = tf.zeros([0, len(tags.STATS_COLUMNS)], tf.float64)

@@ -147,8 +147,23 @@ class _Pass:
             buckets=buckets or 1,
             description=self._DESCRIPTION,
         )
+        self._compiled = _stats.compile_by_default()
         self._function = tf.function(self._run)
         self._function.get_concrete_function()
+        if self._compiled and buckets is not None:
+            self._compile()
+
+    def _compile(self) -> None:
+        """Compiles the histogram kernel now, with a pass over the weights
+        as they are (the snapshot, the same weights, stays as it was); where
+        XLA cannot, TensorFlow's own ops compute the same numbers."""
+        try:
+            self._function()
+        except tf.errors.OpError:
+            logger.debug("WeightNorms: histograms without XLA", exc_info=True)
+            self._compiled = False
+            self._function = tf.function(self._run)
+            self._function.get_concrete_function()
 
     def matches(self, weights: list[Any]) -> bool:
         return len(weights) == len(self.weights) and all(
@@ -175,7 +190,7 @@ class _Pass:
     def _run(self) -> tuple[tf.Tensor, tf.Tensor]:
         values = [_compat.read(w) for w in self.weights]
         stats, histograms, layout = _stats.weight_stats_laid_out(
-            values, self.previous.value(), self._buckets
+            values, self.previous.value(), self._buckets, compiled=self._compiled
         )
         if histograms is None:
             histograms = tf.zeros([0, 1, 3], tf.float64)

@@ -111,14 +111,13 @@ def np_weight_stats(w: np.ndarray, previous: np.ndarray) -> dict[str, float]:
 def np_histogram(g: np.ndarray, buckets: int = 30) -> np.ndarray:
     """TensorBoard's [left, right, count] rows over the finite values.
 
-    Binning follows `tf.histogram_fixed_width`'s documented rule (equal-width
-    buckets over [min, max], the maximum in the last bucket), evaluated with
-    the same float32 range arithmetic. A value exactly on an inner edge may
-    fall on either side of it in the op's float32 arithmetic, so test data
-    avoids exact edges.
+    Binning follows TensorBoard's own histogram op (`summary_v2._buckets`):
+    equal-width buckets over [min, max] of the float32 values, each value's
+    offset from the minimum divided by the width in float64, the maximum in
+    the last bucket.
     """
     v = np.asarray(g, np.float32).ravel()
-    v = v[np.isfinite(v)]
+    v = v[np.isfinite(v)].astype(np.float64)
     if v.size == 0:
         return np.zeros((buckets, 3))
     lo, hi = v.min(), v.max()
@@ -126,11 +125,10 @@ def np_histogram(g: np.ndarray, buckets: int = 30) -> np.ndarray:
         counts = np.zeros(buckets)
         counts[-1] = v.size
         return np.stack([np.full(buckets, hi), np.full(buckets, hi), counts], 1)
-    step = np.float64(np.float32(hi - lo)) / buckets
-    index = np.floor((v - lo).astype(np.float64) / step)
-    index = np.clip(index, 0, buckets - 1).astype(int)
+    index = np.floor((v - lo) / ((hi - lo) / buckets))
+    index = np.minimum(index, buckets - 1).astype(int)
     counts = np.bincount(index, minlength=buckets).astype(np.float64)
-    edges = np.linspace(np.float64(lo), np.float64(hi), buckets + 1)
+    edges = np.linspace(lo, hi, buckets + 1)
     return np.stack([edges[:-1], edges[1:], counts], 1)
 
 
