@@ -21,7 +21,10 @@ Cases (each runs in a fresh process, so that its peak memory is its own):
 - ``circles``: the two-circles tutorial as its users run it (5 tanh layers of
   width 5, ``RandomUniform(0, 1)``, SGD(0.01, momentum 0.9), batch 32,
   ``validation_data``, 500 training points): whole ``fit`` with GradWatch
-  against without, interleaved.
+  against without, interleaved, each timed to the end of the last
+  ``on_train_end`` (``fit`` sometimes returns seconds later on our machine,
+  with or without callbacks: counted as stalls); and GradWatch's own hooks'
+  share of the fit with it.
 
 Usage::
 
@@ -46,10 +49,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from timing import paired_ratios, time_hooks, timed
+from timing import paired_ratios, time_hooks, timed, timed_fit
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+HOOKS = ("on_train_begin", "on_epoch_end", "on_train_end")
+"""GradWatch's hooks timed inside a `fit`."""
 DEFAULT_CASES = "transformer12,transformer36,many:250,many:500,many:1000,refit,circles"
 
 
@@ -105,7 +110,8 @@ def summarize(case: str, r: dict[str, Any]) -> str:
         )
     return (
         f"{r['epochs']} epochs: without {fmt(r['without_s'])} s, with GradWatch "
-        f"{fmt(r['with_s'])} s, ratio {fmt(r['ratios'])}"
+        f"{fmt(r['with_s'])} s, ratio {fmt(r['ratios'])}; GradWatch's own "
+        f"hooks {fmt(r['own_share'])} of the fit with it; stalls {r['stalls']}"
     )
 
 
@@ -227,7 +233,7 @@ def refit(tmp: str, fits: int) -> dict[str, Any]:
     model = circles_model()
     model.fit(x, y, epochs=1, verbose=0)  # Keras traces its own functions first
     watch = GradWatch(tmp, held_out=(xv, yv))
-    hooks = time_hooks(watch, ("on_train_begin", "on_epoch_end", "on_train_end"))
+    hooks = time_hooks(watch, HOOKS)
     with_s, without_s = [], []
     for _ in range(fits):
         without_s.append(timed(lambda: model.fit(x, y, epochs=2, verbose=0)))
@@ -251,23 +257,30 @@ def refit(tmp: str, fits: int) -> dict[str, Any]:
 
 
 def circles(tmp: str, rounds: int, epochs: int) -> dict[str, Any]:
-    """The tutorial's whole fit, with GradWatch and without, interleaved."""
+    """The tutorial's whole fit, with GradWatch and without, interleaved.
+
+    A fit is timed to the end of the last `on_train_end` (`timed_fit`);
+    GradWatch's own hooks are timed inside it too.
+    """
     import keras
 
     from keras_gradwatch import GradWatch
 
     x, y, xv, yv = circles_data()
-    with_s, without_s = [], []
+    seconds: dict[str, list[float]] = {"with": [], "without": []}
+    stalls = dict.fromkeys(seconds, 0)
+    own = []
     for i in range(rounds):
         for name in ("without", "with"):
             keras.utils.set_random_seed(i)
             model = circles_model()
             callbacks = []
             if name == "with":
-                path = os.path.join(tmp, f"run{i}")
-                callbacks = [GradWatch(path, held_out=(xv[:256], yv[:256]))]
-            seconds = timed(
-                lambda m=model, c=callbacks: m.fit(
+                watch = GradWatch(os.path.join(tmp, f"run{i}"), (xv[:256], yv[:256]))
+                hooks = time_hooks(watch, HOOKS)
+                callbacks = [watch]
+            fit_s, stalled = timed_fit(
+                lambda c, m=model: m.fit(
                     x,
                     y,
                     epochs=epochs,
@@ -275,14 +288,19 @@ def circles(tmp: str, rounds: int, epochs: int) -> dict[str, Any]:
                     validation_data=(xv, yv),
                     verbose=0,
                     callbacks=c,
-                )
+                ),
+                callbacks,
             )
-            (with_s if name == "with" else without_s).append(seconds)
+            seconds[name].append(fit_s)
+            stalls[name] += stalled
+        own.append(sum(sum(calls) for calls in hooks.values()))
     return {
         "epochs": epochs,
-        "with_s": with_s,
-        "without_s": without_s,
-        "ratios": paired_ratios(with_s, without_s),
+        "with_s": seconds["with"],
+        "without_s": seconds["without"],
+        "ratios": paired_ratios(seconds["with"], seconds["without"]),
+        "own_share": paired_ratios(own, seconds["with"]),
+        "stalls": stalls,
     }
 
 

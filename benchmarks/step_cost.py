@@ -38,7 +38,6 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -49,24 +48,12 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from overhead_models import build_text, data_text  # noqa: E402
-from timing import median, paired_ratios, time_hooks  # noqa: E402
+from timing import median, paired_ratios, time_hooks, timed_fit  # noqa: E402
 
 from keras_gradwatch import GradWatch  # noqa: E402
 
 BATCH, STEPS, HELD_OUT = 256, 200, 256
 HOOKS = ("on_train_begin", "on_train_batch_end", "on_epoch_end", "on_train_end")
-STALL_S = 1.0
-"""Seconds between the last `on_train_end` and `fit` returning that count
-as a stall."""
-
-
-class _Clock(keras.callbacks.Callback):
-    """When the last callback's `on_train_end` ran."""
-
-    end = 0.0
-
-    def on_train_end(self, logs: Any = None) -> None:
-        self.end = time.perf_counter()
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -98,17 +85,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     stalls: dict[str, int] = {name: 0 for name in callbacks}
 
     def fit(name: str, epochs: int) -> float:
-        clock = _Clock()
-        start = time.perf_counter()
-        model.fit(
-            data,
-            epochs=epochs,
-            verbose=0,
-            shuffle=False,
-            callbacks=[*callbacks[name], clock],
+        seconds, stalled = timed_fit(
+            lambda c: model.fit(
+                data, epochs=epochs, verbose=0, shuffle=False, callbacks=c
+            ),
+            callbacks[name],
         )
-        stalls[name] += time.perf_counter() - clock.end > STALL_S
-        return clock.end - start
+        stalls[name] += stalled
+        return seconds
 
     for name in callbacks:  # warm-up: Keras' and GradWatch's traces
         fit(name, 1)

@@ -20,6 +20,35 @@ def timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - start
 
 
+STALL_S = 1.0
+"""Seconds between the last `on_train_end` and `fit` returning that count
+as a stall: on our 2-core machine `fit` sometimes returns ~7 s late, with
+or without callbacks."""
+
+
+def timed_fit(
+    fit: Callable[[list[Any]], Any], callbacks: list[Any]
+) -> tuple[float, bool]:
+    """Seconds from calling ``fit(callbacks + [clock])`` to the end of the
+    last callback's `on_train_end`, and whether `fit` returned a stall later.
+
+    Keras is imported here, when called, so that importing this module
+    stays free of it.
+    """
+    import keras
+
+    class Clock(keras.callbacks.Callback):
+        end = 0.0
+
+        def on_train_end(self, logs: Any = None) -> None:
+            self.end = time.perf_counter()
+
+    clock = Clock()
+    start = time.perf_counter()
+    fit([*callbacks, clock])
+    return clock.end - start, time.perf_counter() - clock.end > STALL_S
+
+
 def median(values: list[float]) -> float:
     """The median, or NaN for no values (a 1-epoch fit has no later epoch)."""
     return statistics.median(values) if values else float("nan")

@@ -164,8 +164,8 @@ class GradWatch(EpochLogger):
         if getattr(self.model, "jit_compile", False) is True:
             logger.info(
                 "GradWatch: the model trains with XLA (jit_compile=True); the "
-                "held-out pass runs without it (its statistics have shapes XLA "
-                "cannot compile)."
+                "held-out pass is not compiled as a whole (its statistics have "
+                "shapes XLA cannot compile)."
             )
 
     def _build_probe(self, batch: _heldout.Batch) -> None:
