@@ -269,9 +269,9 @@ def redescend(
     """`to`, what a norm above `bound` is scaled to, times ``far * bound /
     norm`` when the norm is more than `far` times the bound.
 
-    A gross spike is one example's gradient (a corrupted label), not the
-    batch's: scaled to ZClip's value, about the median, it still moves the
-    weights a typical step towards that example, every time the example
+    A gross spike is often one example's gradient (a corrupted label), not
+    the batch's: scaled to ZClip's value, about the median, it still moves
+    the weights a typical step towards that example, every time the example
     comes round. Hampel's redescending influence: beyond a cut-off, the
     further out an observation, the less it counts. Continuous at the
     cut-off; unchanged when the bound is +inf.
