@@ -55,12 +55,15 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
       deviation) and 3 times the median, over the last `warmup` finite
       norms, trips and is scaled down to ZClip's reciprocal value,
       ``median + (bound - median)**2 / (norm - median)``: the bound for a
-      norm at the bound, near the median for a large spike. The window
-      keeps the raw norms: spikes, even one step in four, move neither the
-      median nor the MAD much, and norms that grow for good carry both with
-      them. During warm-up (the first `warmup` finite steps), from the
-      second step, a norm above 3 times the (low) median of the earlier
-      norms trips, scaled by the same rule.
+      norm at the bound, near the median for a large spike; a norm more
+      than 3 times the bound (a gross spike, often one example's gradient)
+      to that value times ``3 * bound / norm``, towards 0 (a redescending
+      influence, after Hampel). The window keeps the raw norms: spikes,
+      even one step in four, move neither the median nor the MAD much, and
+      norms that grow for good carry both with them. During warm-up (the
+      first `warmup` finite steps), from the second step, a norm above 3
+      times the (low) median of the earlier norms trips, scaled by the same
+      rule.
     - ``mode="percentile"`` (AutoClip, Seetharaman et al., 2020): every step
       is clipped to the `percentile`-th percentile (NumPy's linear rule) of
       the finite norms of the last `window` steps, this one included, and

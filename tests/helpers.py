@@ -164,10 +164,10 @@ class NpAutoClip:
     """AutoClip's documented rules, step by step, in plain Python/NumPy."""
 
     def __init__(self, mode="zscore", *, z=2.5, warmup=25, percentile=10.0,
-                 window=1000, threshold=None, early=3.0):  # fmt: skip
+                 window=1000, threshold=None, early=3.0, far=3.0):  # fmt: skip
         self.mode, self.z, self.warmup = mode, z, warmup
         self.percentile, self.window, self.threshold = percentile, window, threshold
-        self.early = early
+        self.early, self.far = early, far
         self.norms: list[float] = []  # finite norms, raw, in order
         self.applied = False  # whether a step has been applied yet
 
@@ -225,4 +225,7 @@ class NpAutoClip:
             spread = self._low_median(np.abs(window - middle))  # than early
             bound = max(middle + self.z * 1.4826 * spread, self._early(window))
         self.norms.append(norm)  # raw, clipped or not
-        return bound, self._reciprocal(middle, bound, norm)
+        to = self._reciprocal(middle, bound, norm)
+        if norm > self.far * bound:  # a gross spike: redescending
+            to *= self.far * bound / norm
+        return bound, to

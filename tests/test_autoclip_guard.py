@@ -101,12 +101,15 @@ def finite(model):
     return all(np.isfinite(w.numpy()).all() for w in model.weights)
 
 
-# Seed 10: its first batches hold corrupted rows. zscore trains it with
-# oneDNN on (mse 0.045) but not off (0.76), where the kernels' last bits
-# send the net another way: not a test that holds on every machine.
+# Seed 10: its first batches hold corrupted rows. Seeds 10 and 22 were lost
+# by zscore (mse 0.5-0.8) before gross spikes redescended (`redescend`):
+# scaled to about the median, 8 steps an epoch still pulled the net towards
+# the corrupted rows.
 @pytest.mark.parametrize(
-    ("mode", "seed"), [("zscore", 0), ("percentile", 0), ("percentile", 10)]
-)
+    ("mode", "seed"),
+    [("zscore", 0), ("zscore", 10), ("zscore", 22), ("percentile", 0),
+     ("percentile", 10)],
+)  # fmt: skip
 def test_corrupted_labels_train_with_defaults(mode, seed):
     x, y, labels = corrupted_labels(seed)
     plain = relu_mlp(seed)

@@ -62,6 +62,27 @@ def test_policy_matches_numpy_step_by_step(mode):
     assert 0 < clipped < len(NORMS)
 
 
+def test_zscore_gross_spike_redescends():
+    """Up to 3 x the bound, ZClip's reciprocal value about the median; beyond,
+    that value times 3 x bound / norm, towards 0."""
+    policy = _clipping.ZScore(2.5, 25)
+    rng = np.random.default_rng(0)
+    history = f64(rng.uniform(0.9, 1.1, 25))
+    middle = float(np.sort(history.numpy())[12])
+    seen, memory, finite = (
+        tf.constant(25, tf.int64),
+        _clipping.Memory(history),
+        tf.constant(True),
+    )
+    bound = float(policy(memory, f64(1.0), finite, seen)[0])
+    for norm in [1.5 * bound, 3.0 * bound, 10.0 * bound, 1000.0 * bound]:
+        to = policy(memory, f64(norm), finite, seen)[1]
+        zclip = middle + (bound - middle) ** 2 / (norm - middle)
+        want = zclip * min(1.0, 3.0 * bound / norm)
+        assert float(to) == pytest.approx(want, rel=1e-12)
+    assert float(to) < 0.01 * middle
+
+
 def test_global_norm_edge_cases():
     norm = _clipping.global_norm
     assert float(norm([])) == 0.0
