@@ -49,11 +49,15 @@ def sparse(g):
     return tf.IndexedSlices(values, indices, tf.constant(g.shape, tf.int64))
 
 
-@pytest.fixture(autouse=True, params=[False, True], ids=["ops", "xla"])
-def compiled(request, monkeypatch):
-    """Every test runs the per-element kernels both as TensorFlow ops and
-    compiled with XLA, which here compiles them even for tiny buffers."""
+@pytest.fixture(autouse=True)
+def compile_tiny_buffers(monkeypatch):
+    """`compiled=True` compiles the kernels even for these tiny buffers."""
     monkeypatch.setattr(_stats, "COMPILE_FROM", 0)
+
+
+@pytest.fixture(params=[False, True], ids=["ops", "xla"])
+def compiled(request):
+    """The per-element kernels as TensorFlow ops, and compiled with XLA."""
     return request.param
 
 
@@ -71,7 +75,13 @@ def run(grad, weight, compiled, buckets=30):
     return dict(zip(tags.STATS_COLUMNS, stats.numpy()[0], strict=True)), hist.numpy()[0]
 
 
-@pytest.mark.parametrize("make", [dense, sparse], ids=["dense", "sparse"])
+# Sparse gradients reach the kernels as dense rows: compiled, they are
+# covered by the sparse parts of `test_batched_weights_do_not_mix`.
+@pytest.mark.parametrize(
+    ("make", "compiled"),
+    [(dense, False), (sparse, False), (dense, True)],
+    ids=["dense", "sparse", "dense-xla"],
+)
 @pytest.mark.parametrize("case", CASES)
 def test_contract(case, make, compiled):
     g = CASES[case].astype(np.float32).astype(np.float64)
@@ -90,14 +100,14 @@ def test_contract(case, make, compiled):
     assert hist[:, 2].sum() == np.isfinite(g).sum()
 
 
-def test_scalar_weight_is_one_unit(compiled):
-    got, hist = run(tf.constant(0.0), np.float32(2.0), compiled)
+def test_scalar_weight_is_one_unit():
+    got, hist = run(tf.constant(0.0), np.float32(2.0), compiled=False)
     assert got["grad_dead_units"] == 1.0
     assert hist[:, 2].sum() == 1
 
 
-def test_zero_weight_ratio(compiled):
-    got, _ = run(dense(np.ones((2, 2))), np.zeros((2, 2)), compiled)
+def test_zero_weight_ratio():
+    got, _ = run(dense(np.ones((2, 2))), np.zeros((2, 2)), compiled=False)
     assert got["grad_to_weight"] == np.inf
 
 
@@ -116,10 +126,10 @@ def test_sparse_untouched_rows_enter_the_histogram_as_zeros(compiled):
 
 
 @pytest.mark.parametrize("buckets", [1, 7, 30])
-def test_buckets_match_tensorboard(buckets, compiled):
+def test_buckets_match_tensorboard(buckets):
     """Same rows as TensorBoard's own (slow, one-hot) histogram op."""
     data = rng.normal(size=(200, 10)).astype(np.float32)
-    _, hist = run(dense(data), np.ones_like(data), compiled, buckets)
+    _, hist = run(dense(data), np.ones_like(data), False, buckets)
     reference = summary_v2._buckets(tf.constant(data), bucket_count=buckets).numpy()
     np.testing.assert_allclose(hist, reference, rtol=1e-6)
 

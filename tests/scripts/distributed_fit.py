@@ -69,8 +69,10 @@ class Spy(keras.callbacks.Callback):
 def main(kind, log_dir, out):
     from keras_gradwatch import AutoClip, GradWatch, WeightNorms, _stats
 
-    # The statistics' kernels compiled as for a large model on a CPU.
-    _stats.COMPILE_FROM = 0
+    if kind == "mirrored" and not LEGACY:
+        # The statistics' kernels compiled as for a large model on a CPU
+        # (once: each process pays XLA's start-up).
+        _stats.COMPILE_FROM = 0
 
     if kind == "mirrored":
         cpu = tf.config.list_physical_devices("CPU")[0]
