@@ -37,12 +37,14 @@ def test_autoclip_benchmark_runs(capsys):
         "none",
         "keras_global_clipnorm",
         "autoclip_zscore",
+        "autoclip_zscore_again",
         "autoclip_percentile",
         "autoclip_every_step",
     }
     out = capsys.readouterr().out
     assert "AutoClip (zscore) per-step ratio" in out
     assert "every_n_steps=1 vs AutoClip() per-step ratio" in out
+    assert "Control, a second AutoClip() against the first" in out
 
 
 def test_autoclip_early_benchmark_runs(capsys):
