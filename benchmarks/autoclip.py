@@ -83,6 +83,21 @@ def make(
     return model, callbacks
 
 
+def begin(model: keras.Model, callbacks: list[Any]) -> None:
+    """What `fit` does before its first step: AutoClip installs itself."""
+    for callback in callbacks:
+        callback.set_model(model)
+        callback.on_train_begin()
+        callback.on_epoch_begin(0)
+    model.make_train_function()
+
+
+def end(callbacks: list[Any]) -> None:
+    for callback in callbacks:
+        callback.on_epoch_end(0, {})
+        callback.on_train_end()
+
+
 def interleave(
     runs: dict[str, tuple[keras.Model, list[Any]]], data: tf.data.Dataset, steps: int
 ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
@@ -91,11 +106,7 @@ def interleave(
     iterators = {}
     first = {}
     for config, (model, callbacks) in runs.items():
-        for callback in callbacks:
-            callback.set_model(model)
-            callback.on_train_begin()
-            callback.on_epoch_begin(0)
-        model.make_train_function()
+        begin(model, callbacks)
         iterators[config] = iter(data)
         for step in range(3):  # the trace, and the first steps after it
             start = time.perf_counter()
@@ -117,9 +128,7 @@ def interleave(
                 times[config].append(time.perf_counter() - start)
     finally:
         for _, callbacks in runs.values():
-            for callback in callbacks:
-                callback.on_epoch_end(0, {})
-                callback.on_train_end()
+            end(callbacks)
     return {config: np.array(t) for config, t in times.items()}, first
 
 
@@ -130,9 +139,7 @@ def alternate(
     model, _ = make("none", weights, log_dir)
     callback = AutoClip(log_dir=log_dir, run="every_2", every_n_steps=2)
     model.fit(data, epochs=1, steps_per_epoch=2, verbose=0, callbacks=[callback])
-    callback.set_model(model)
-    callback.on_train_begin()
-    callback.on_epoch_begin(0)
+    begin(model, [callback])
     iterator = iter(data)
     times: dict[str, list[float]] = {"writes": [], "does_not_write": []}
     try:
@@ -145,8 +152,7 @@ def alternate(
                 key = "writes" if due else "does_not_write"
                 times[key].append(time.perf_counter() - start)
     finally:
-        callback.on_epoch_end(0, {})
-        callback.on_train_end()
+        end([callback])
     return {key: np.array(value) for key, value in times.items()}
 
 
