@@ -45,6 +45,8 @@ def test_autoclip_benchmark_runs(capsys):
     assert "AutoClip (zscore) per-step ratio" in out
     assert "every_n_steps=1 vs AutoClip() per-step ratio" in out
     assert "Control, a second AutoClip() against the first" in out
+    assert "steps that write vs steps that do not" in out
+    assert all(ratio > 0 for ratio in ratios.values())
 
 
 def test_autoclip_early_benchmark_runs(capsys):
