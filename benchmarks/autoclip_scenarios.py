@@ -384,12 +384,12 @@ def glitch_run(
     seed: int,
     corrupt: Callable[..., Any] | None,
     at: tuple[int, int],
-    fit: dict[str, Any] | None = None,
+    compile: dict[str, Any] | None = None,
 ) -> Run:
     x, y, vx, vy = regression(seed, "gauss")
     data = Glitch(x, y, 32, seed, at if corrupt else None, corrupt or scale_targets(1))
     return Run(mlp(10, [64, 64, 64], 1), sgd(0.01), "mse", data, (vx, vy),
-               {"epochs": 10, **(fit or {})})  # fmt: skip
+               {"epochs": 10}, compile or {})  # fmt: skip
 
 
 def mixed_glitch(seed: int, clean: bool = False) -> Run:
@@ -438,7 +438,9 @@ def order(seed: int) -> Run:
                (x[2048:], y[2048:]), {"epochs": 10, "batch_size": 32})  # fmt: skip
 
 
-def digits_run(model: Callable[[], keras.Model], optimizer: Any) -> Callable[[int], Run]:
+def digits_run(
+    model: Callable[[], keras.Model], optimizer: Any
+) -> Callable[[int], Run]:
     def make(seed: int) -> Run:
         x, y, vx, vy = digits(seed)
         return Run(model, optimizer, SCE, (x, y), (vx, vy),

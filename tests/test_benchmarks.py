@@ -99,3 +99,43 @@ def test_step_cost_benchmark_runs(capsys):
     assert set(result) == {"none", "hook", "every_2"}
     assert result["none"]["ratios"] == [1.0]
     assert "ratio to none" in capsys.readouterr().out
+
+
+def test_autoclip_eval_runs(capsys):
+    saved = load("autoclip_eval").main(["--quick"])
+    assert {r["config"] for r in saved.values()} == {
+        "reference",
+        "none",
+        "clipnorm",
+        "autoclip",
+    }
+    assert all("error" not in r for r in saved.values())
+    out = capsys.readouterr().out
+    assert "| late_glitch | mse <= 1.25 x ref + 0.01 |" in out
+    assert "runs that met their criterion" in out
+
+
+def test_autoclip_scenarios_criteria():
+    """The written criteria, on hand-made values: (value, ref, none, clipped)."""
+    scenarios = load("autoclip_scenarios").SCENARIOS
+    assert len(scenarios) >= 12
+    halves = {s.half for s in scenarios.values()}
+    assert halves == {"design", "heldout"}
+    for half in halves:  # at least 4 healthy runs in all, failures in each half
+        kinds = [s.kind for s in scenarios.values() if s.half == half]
+        assert kinds.count("failure") >= 4
+    assert sum(s.kind == "healthy" for s in scenarios.values()) >= 4
+    mse = scenarios["late_glitch"]  # mse <= 1.25 x ref + 0.01
+    assert mse.passes(0.135, 0.1, float("nan"), None)
+    assert not mse.passes(0.136, 0.1, 0.1, None)
+    assert not mse.passes(float("nan"), 0.1, 0.1, None)
+    acc = scenarios["finetune_lr_too_high"]  # acc >= ref - 0.03
+    assert acc.passes(0.92, 0.95, 0.1, None)
+    assert not acc.passes(0.91, 0.95, 0.1, None)
+    healthy = scenarios["healthy_cnn_sgd"]  # within 0.02 of none, < 5% clipped
+    assert healthy.passes(0.96, 0.0, 0.975, 0.049)
+    assert not healthy.passes(0.96, 0.0, 0.975, 0.05)
+    assert not healthy.passes(1.0, 0.0, 0.975, None)
+    noisy = scenarios["label_noise_30_sgd"]  # acc >= none - 0.02
+    assert noisy.passes(0.88, 0.9, 0.9, 0.9)
+    assert not noisy.passes(0.87, 0.9, 0.9, None)
