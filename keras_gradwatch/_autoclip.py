@@ -63,7 +63,17 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
       norms that grow for good carry both with them. During warm-up (the
       first `warmup` finite steps), from the second step, a norm above 3
       times the (low) median of the earlier norms trips, scaled by the same
-      rule.
+      rule. With SGD, zscore also holds every step to a bound relative to
+      the weights, from the first step: a kernel's (a weight of 2 or more
+      dimensions) gradient is scaled down so that ``learning_rate * ||g||``
+      stays within `relative_step` times the kernel's norm (at least 1e-3),
+      as adaptive gradient clipping (Brock et al. 2021) does per unit and
+      LARS (You et al. 2017) per layer. A bound taken from the run's own
+      norms follows a learning rate that is too high from the start, or
+      norms that grow steadily; this one does not. Healthy SGD runs step
+      about 0.1% of their weights; 0.016 is AGC's 0.01 at the learning rate
+      of 1.6 it was tuned with. Adaptive optimizers (Adam...) take steps
+      that do not scale with the gradient, so with them the bound is off.
     - ``mode="percentile"`` (AutoClip, Seetharaman et al., 2020): every step
       is clipped to the `percentile`-th percentile (NumPy's linear rule) of
       the finite norms of the last `window` steps, this one included, and
@@ -145,6 +155,9 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
         window: percentile only: how many recent norms the percentile spans.
             Defaults to 1000.
         threshold: fixed only, and required there: the norm clipped to.
+        relative_step: zscore only, with SGD: the largest step
+            ``learning_rate * ||g||`` of a kernel, relative to its norm;
+            None turns the step bound off. Defaults to 0.016.
         log_dir: Directory of TensorBoard logs for the per-epoch scalars.
             Defaults to None (logs only).
         run: Run sub-directory of `log_dir`. Defaults to ``"autoclip"``.
@@ -167,6 +180,10 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
         Gradient Clipping for Source Separation Networks", MLSP 2020.
         Pascanu, Mikolov and Bengio, "On the difficulty of training
         recurrent neural networks", ICML 2013 (clipping by global norm).
+        Brock, De, Smith and Simonyan, "High-Performance Large-Scale Image
+        Recognition Without Normalization", ICML 2021 (adaptive gradient
+        clipping); You, Gitman and Ginsburg, "Large Batch Training of
+        Convolutional Networks", 2017 (LARS).
         Hampel, "The influence curve and its role in robust estimation",
         JASA 1974, and Leys et al., "Detecting outliers: Do not use standard
         deviation around the mean, use absolute deviation around the
@@ -182,6 +199,7 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
         percentile: float | None = None,
         window: int | None = None,
         threshold: float | None = None,
+        relative_step: float | None = _clipping.RELATIVE_STEP,
         log_dir: str | os.PathLike[str] | None = None,
         run: str = tags.AUTOCLIP_RUN,
         every_n_steps: int | None = None,
@@ -245,6 +263,17 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
         self.stop_on_lost_run = _validation.boolean(
             "stop_on_lost_run", stop_on_lost_run
         )
+        if relative_step is not None:
+            relative_step = _validation.number("relative_step", relative_step, low=0.0)
+            if mode != "zscore" and relative_step != _clipping.RELATIVE_STEP:
+                raise ValueError(
+                    '`relative_step` applies to mode="zscore" only. Received: '
+                    f"relative_step={relative_step!r} with mode={mode!r}"
+                )
+        # The step bound is part of zscore (the default); other modes clip
+        # by their own rule alone.
+        self.relative_step = relative_step if mode == "zscore" else None
+        self._step_bound: float | None = None
         self._state: ClipState | None = None
         self._optimizer: Any = None
         self._writer: tf.summary.SummaryWriter | None = None
@@ -293,7 +322,8 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
             else:
                 if not optimizer.built:
                     optimizer.build(model.trainable_variables)
-                _autoclip_keras3.install(optimizer, self._decide)
+                self._step_bound = self._bound_for(optimizer)
+                _autoclip_keras3.install(optimizer, self._decide, self._step_bound)
             self._optimizer = optimizer
             model.make_train_function(force=True)
         except Exception:
@@ -402,10 +432,28 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
             )
         self._known_trip = int(state.first_trip_step.numpy())
 
-    def _decide(self, norm: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def _bound_for(self, optimizer: Any) -> float | None:
+        """The step bound for this optimizer: SGD's update is the learning
+        rate times the gradient, so its step is known from the gradient;
+        an adaptive optimizer's (Adam...) is not."""
+        if self.relative_step is None:
+            return None
+        if not isinstance(optimizer, keras.optimizers.SGD):
+            logger.info(
+                "AutoClip: the step bound (relative_step=%g) applies to SGD; "
+                "with %s the spike test clips alone.",
+                self.relative_step,
+                type(optimizer).__name__,
+            )
+            return None
+        return self.relative_step
+
+    def _decide(
+        self, norm: tf.Tensor, limit: tf.Tensor | None = None
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         """Called by the optimizer hook inside the train step."""
         assert self._state is not None
-        factor, finite, bound = decide(self._state, self._policy, norm)
+        factor, finite, bound = decide(self._state, self._policy, norm, limit)
         if self.every_n_steps is not None and self._writer is not None:
             self._write_step(norm, bound, finite)
         return factor, finite

@@ -25,8 +25,9 @@ import tensorflow as tf
 
 from keras_gradwatch import _clipping
 
-Decide = Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]
-"""norm -> (scale factor, finite); updates AutoClip's state."""
+Decide = Callable[[tf.Tensor, tf.Tensor | None], tuple[tf.Tensor, tf.Tensor]]
+"""(norm, smallest step-bound factor or None) -> (scale factor, finite);
+updates AutoClip's state."""
 
 
 def check(optimizer: Any) -> None:
@@ -42,8 +43,9 @@ def check(optimizer: Any) -> None:
         )
 
 
-def install(optimizer: Any, decide: Decide) -> None:
-    """Wraps `optimizer.apply` (this instance only) around `decide`."""
+def install(optimizer: Any, decide: Decide, relative_step: float | None) -> None:
+    """Wraps `optimizer.apply` (this instance only) around `decide`, with
+    the step bound (`_clipping.step_limits`) when `relative_step` is set."""
     uninstall(optimizer)
     original = optimizer.apply
     # Keras' own loss scaling divides the gradients inside `apply`.
@@ -55,37 +57,57 @@ def install(optimizer: Any, decide: Decide) -> None:
         if context is not None and context.num_replicas_in_sync > 1:
             grads = _sum_across_replicas(context, grads)
         norm = _clipping.global_norm(grads) / scale
+        limits: list[Any] | None = None
+        least: tf.Tensor | None = None
+        if relative_step is not None:
+            variables = trainable_variables
+            if variables is None:
+                variables = optimizer._trainable_variables
+            # The step SGD takes from the gradient, unscaled.
+            rate = tf.cast(optimizer.learning_rate, tf.float64) / scale
+            limits = _clipping.step_limits(grads, variables, relative_step, rate)
+            least = _clipping.least(limits)
 
-        def update(grads: Any, factor: tf.Tensor, variables: Any) -> None:
-            original(_clipping.scale(grads, factor), variables)
+        def update(grads: Any, factor: tf.Tensor, variables: Any, limits: Any) -> None:
+            original(_clipping.scale(grads, factor, limits), variables)
 
         if tf.__internal__.distribute.strategy_supports_no_merge_call():
-            factor, finite = decide(norm)
+            factor, finite = decide(norm, least)
             tf.cond(
                 finite,
-                lambda: update(grads, factor, trainable_variables),
+                lambda: update(grads, factor, trainable_variables, limits),
                 _no_op,
             )
             return
 
         def cross_replica(
-            distribution: Any, grads: Any, norm: Any, variables: Any
+            distribution: Any,
+            grads: Any,
+            norm: Any,
+            least: Any,
+            variables: Any,
+            limits: Any,
         ) -> None:
-            # Every replica holds the same summed gradients, hence norm.
+            # Every replica holds the same summed gradients, hence norm (and
+            # the same weights, hence limits).
             first = distribution.experimental_local_results(norm)[0]
-            factor, finite = decide(first)
+            if least is not None:
+                least = distribution.experimental_local_results(least)[0]
+            factor, finite = decide(first, least)
 
             def apply_all() -> None:
                 # Each replica applies its own copy of the gradients.
                 distribution.extended.call_for_each_replica(
-                    update, args=(grads, factor, variables)
+                    update, args=(grads, factor, variables, limits)
                 )
 
             # A cond whose branch calls merge_call (as apply does) must
             # be built in a cross-replica context.
             tf.cond(finite, apply_all, _no_op)
 
-        context.merge_call(cross_replica, args=(grads, norm, trainable_variables))
+        context.merge_call(
+            cross_replica, args=(grads, norm, least, trainable_variables, limits)
+        )
 
     optimizer.apply = apply
     # The wrapper has already summed the gradients across replicas.

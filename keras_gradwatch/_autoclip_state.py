@@ -87,11 +87,16 @@ class ClipState(keras.layers.Layer):
 
 
 def decide(
-    s: ClipState, policy: _clipping.Policy, norm: tf.Tensor
+    s: ClipState,
+    policy: _clipping.Policy,
+    norm: tf.Tensor,
+    limit: tf.Tensor | None = None,
 ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """Updates the state for one step; returns (scale factor, finite, bound).
     `bound` is the bound this step's norm was held to (+inf where there was
-    none yet).
+    none yet). `limit`, the smallest factor the step bound allows a kernel
+    (`_clipping.step_limits`; +inf or None: none), counts the step as
+    clipped when it is below the factor; the hook applies it.
     """
     finite = tf.math.is_finite(norm)
     safe = tf.where(finite, norm, tf.constant(0.0, tf.float64))
@@ -116,6 +121,8 @@ def decide(
         )
         factor = tf.where(held, tf.constant(0.0, tf.float64), factor)
     s.applied.assign_add(tf.cast(tf.logical_and(finite, factor > 0.0), tf.int64))
+    if limit is not None:
+        trip = tf.logical_or(trip, tf.logical_and(finite, limit < factor))
 
     s.history.assign(memory.history)
     steps = s.steps.value + 1

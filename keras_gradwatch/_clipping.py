@@ -101,7 +101,24 @@ norms trips (zscore's warm-up, and its floor after; percentile's cap). 3
 kept the spikes of the corrupted-labels run out where 5 and 10 did not, and
 clipped 0-1 of the first 25 steps of healthy runs
 (`benchmarks/autoclip_early.py`); as zscore's floor, 2.5 failed seed 10 of
-that run (mse 0.35) where 3 passed."""
+that run (mse 0.35) where 3 passed, and 10 failed 22 of its 36 seeds (the
+healthy SGD CNN of `autoclip_eval.py` clips 4-7% of its steps with 3, 0-1%
+with 10: spikes of hard examples and of corrupted labels overlap)."""
+RELATIVE_STEP = 0.016
+"""zscore's step bound with SGD: the largest ``learning_rate * ||g||`` a
+kernel's gradient may carry, relative to the kernel's norm. Adaptive
+gradient clipping (Brock et al. 2021) bounds ``||g|| / ||w||`` per unit by
+0.01 at the peak learning rate it was tuned with, 0.1 x 4096 / 256 = 1.6
+(SGD, Nesterov momentum 0.9; the NFNet training configuration): a step of
+at most 1.6% of the weights. Healthy SGD runs step ~0.1% (the SGD CNN of
+`benchmarks/autoclip_eval.py`'s design half: median 0.15%, largest 1.5%,
+over all its kernels together), while a learning rate too high takes steps
+of 3-50% from the first step (the design half's recurrent net and
+fine-tuning run). Set from AGC's figures before the design half was run
+with it."""
+WEIGHT_FLOOR = 1e-3
+"""A kernel's norm is taken as at least this in the step bound (AGC's
+`eps`), so that a kernel initialised at zero can move."""
 FAR_FACTOR = 3.0
 """zscore: a norm more than this many times its bound is a gross spike, and
 what it is scaled to falls in proportion to it (`redescend`). With 3, all 36
@@ -280,6 +297,55 @@ def redescend(
     return tf.where(norm > cutoff, to * (cutoff / norm), to)
 
 
+def step_limits(
+    grads: list[Any], variables: list[Any], relative: float, rate: tf.Tensor
+) -> list[tf.Tensor | None]:
+    """Per gradient, the largest factor it may be scaled by so that an SGD
+    step, ``rate * factor * ||g||``, stays within `relative` times its
+    kernel's norm (at least `WEIGHT_FLOOR`), as float64: +inf when it
+    already does; None for a missing gradient or a weight of fewer than 2
+    dimensions (biases and scales: their norm starts at 0 or 1 and says
+    nothing of the step they can take, and LARS leaves them out too).
+
+    References:
+        Brock, De, Smith and Simonyan, "High-Performance Large-Scale Image
+        Recognition Without Normalization", ICML 2021 (adaptive gradient
+        clipping). You, Gitman and Ginsburg, "Large Batch Training of
+        Convolutional Networks", 2017 (LARS: a layer's step relative to its
+        weight norm).
+    """
+    rate = tf.cast(rate, tf.float64)
+    limits: list[tf.Tensor | None] = []
+    for g, v in zip(grads, variables, strict=True):
+        if g is None or len(v.shape) < 2:
+            limits.append(None)
+            continue
+        weight = tf.maximum(_norm64(v), WEIGHT_FLOOR)
+        step = rate * _norm64(g)
+        limit = relative * weight / tf.maximum(step, 1e-300)
+        limits.append(tf.where(step > relative * weight, limit, math.inf))
+    return limits
+
+
+def least(limits: list[tf.Tensor | None]) -> tf.Tensor:
+    """The smallest of `step_limits`' factors; +inf when there is none."""
+    present = [limit for limit in limits if limit is not None]
+    if not present:
+        return tf.constant(math.inf, tf.float64)
+    return tf.reduce_min(tf.stack(present))
+
+
+def _norm64(x: Any) -> tf.Tensor:
+    """L2 norm of one tensor as float64, exact where float32 overflows."""
+    x = tf.reshape(tf.convert_to_tensor(x), [-1])
+    fast = tf.sqrt(2.0 * tf.nn.l2_loss(tf.cast(x, tf.float32)))
+    return tf.cond(
+        tf.math.is_finite(fast),
+        lambda: tf.cast(fast, tf.float64),
+        lambda: tf.norm(tf.cast(x, tf.float64)),
+    )
+
+
 def dense(grads: Any) -> list[Any]:
     """Sparse (embedding) gradients made dense: their norm needs duplicate
     rows summed, and the optimizers that keep moments (momentum, Adam...)
@@ -306,16 +372,27 @@ def global_norm(grads: list[Any]) -> tf.Tensor:
     return tf.cond(tf.math.is_finite(fast), lambda: tf.cast(fast, tf.float64), exact)
 
 
-def scale(grads: list[Any], factor: tf.Tensor) -> list[Any]:
-    """Gradients times `factor`, without a pass over them when it is 1."""
-    present = [g for g in grads if g is not None]
+def scale(
+    grads: list[Any], factor: tf.Tensor, limits: list[Any] | None = None
+) -> list[Any]:
+    """Gradients times `factor`, each at most its `limits` entry (None: no
+    limit), without a pass over them when every factor is 1."""
+    present = [i for i, g in enumerate(grads) if g is not None]
     if not present:
         return grads
+    limits = limits or [None] * len(grads)
+    factors = [
+        factor if limits[i] is None else tf.minimum(factor, limits[i]) for i in present
+    ]
+    smallest = tf.reduce_min(tf.stack(factors))
     scaled = iter(
         tf.cond(
-            factor < 1.0,
-            lambda: [g * tf.cast(factor, g.dtype) for g in present],
-            lambda: [tf.identity(g) for g in present],
+            smallest < 1.0,
+            lambda: [
+                grads[i] * tf.cast(f, grads[i].dtype)
+                for i, f in zip(present, factors, strict=True)
+            ],
+            lambda: [tf.identity(grads[i]) for i in present],
         )
     )
     return [None if g is None else next(scaled) for g in grads]

@@ -200,6 +200,18 @@ class NpAutoClip:
         return self._zscore(norm)
 
     @staticmethod
+    def step_limits(grads, weights, lr, relative=0.016):
+        """zscore's step bound with SGD: per gradient, the largest factor
+        that keeps ``lr * factor * ||g||`` within ``relative * max(||w||,
+        1e-3)``; inf when it already is, and for weights of < 2 dimensions."""
+        limits = []
+        for g, w in zip(grads, weights, strict=True):
+            top = relative * max(float(np.linalg.norm(w)), 1e-3)
+            step = lr * float(np.linalg.norm(g))
+            limits.append(top / step if np.ndim(w) >= 2 and step > top else np.inf)
+        return limits
+
+    @staticmethod
     def _low_median(values) -> float:
         return float(np.sort(values)[(len(values) - 1) // 2]) if len(values) else 0.0
 

@@ -50,7 +50,7 @@ class UpdateRecorder(keras.callbacks.Callback):
     def __init__(self, x, y):
         super().__init__()
         self.x, self.y = x, y
-        self.grads, self.updates = [], []
+        self.grads, self.updates, self.weights = [], [], []
 
     def on_train_begin(self, logs=None):
         # Traced, as the train step is, so that both run the same kernels
@@ -80,6 +80,7 @@ class UpdateRecorder(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         after = [w.numpy().astype(np.float64) for w in self.model.trainable_weights]
         self.updates.append([b - a for b, a in zip(self.before, after, strict=True)])
+        self.weights.append(self.before)
 
 
 MODES = {
@@ -101,20 +102,27 @@ def test_update_is_the_clipped_gradient(mode):
         callbacks=[recorder, AutoClip(mode, **MODES[mode])],
     )  # fmt: skip
     reference = NpAutoClip(mode, **MODES[mode])
-    factors = []
-    for step, (grads, update) in enumerate(
-        zip(recorder.grads, recorder.updates, strict=True)
+    factors, bounded = [], 0
+    for step, (grads, update, weights) in enumerate(
+        zip(recorder.grads, recorder.updates, recorder.weights, strict=True)
     ):
         norm = np.sqrt(sum(np.sum(g**2) for g in grads))
         factor = reference.factor(norm)
         factors.append(factor)
+        limits = [np.inf] * len(grads)
+        if mode == "zscore":  # and the step bound, as this is SGD
+            limits = NpAutoClip.step_limits(grads, weights, lr)
+            bounded += any(limit < factor for limit in limits)
         # The update is read back as a difference of float32 weights.
-        for g, u in zip(grads, update, strict=True):
+        for g, u, limit in zip(grads, update, limits, strict=True):
             np.testing.assert_allclose(
-                u, lr * factor * g, rtol=1e-4, atol=1e-6, err_msg=f"step {step}"
-            )
+                u, lr * min(factor, limit) * g, rtol=1e-4, atol=1e-6,
+                err_msg=f"step {step}",
+            )  # fmt: skip
     clipped = sum(f < 1.0 for f in factors)
     assert 0 < clipped < len(factors), factors
+    if mode == "zscore":
+        assert 0 < bounded < len(factors)
 
 
 def test_sparse_embedding_gradient_counts_as_its_dense_sum():
@@ -407,6 +415,14 @@ def test_keras_hooks_autoclip_relies_on():
         ),
         ({"log_dir": 3}, TypeError, r"`log_dir` must be a str"),
         ({"run": "a/b"}, ValueError, r"`run` must be"),
+        ({"relative_step": 0}, ValueError, r"`relative_step` must be > 0"),
+        ({"relative_step": "big"}, TypeError, r"`relative_step` must be a number"),
+        (
+            {"mode": "percentile", "relative_step": 0.1},
+            ValueError,
+            r"`relative_step` applies to mode=\"zscore\" only. Received: "
+            r"relative_step=0.1 with mode='percentile'",
+        ),
     ],
 )
 def test_construction_errors(kwargs, error, message):
@@ -509,3 +525,28 @@ def test_weights_loaded_before_fit_without_set_model_warn(tmp_path, caplog):
                     callbacks=[AutoClip()])  # fmt: skip
     assert "has taken 2 steps" in caplog.text
     assert "set_model(model) before model.load_weights" in caplog.text
+
+
+def largest_kernel_step(model, clip):
+    """The largest ||update|| / ||kernel before|| of any kernel and step."""
+    recorder = UpdateRecorder(X, Y)
+    model.fit(X, Y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0,
+              callbacks=[recorder, clip])  # fmt: skip
+    return max(
+        np.linalg.norm(u) / np.linalg.norm(w)
+        for update, weights in zip(recorder.updates, recorder.weights, strict=True)
+        for u, w in zip(update, weights, strict=True)
+        if w.ndim >= 2
+    )
+
+
+def test_step_bound_is_sgd_only_and_can_be_turned_off(caplog):
+    assert largest_kernel_step(small_model(1.0), AutoClip()) <= 0.016 * (1 + 1e-4)
+    free = largest_kernel_step(small_model(1.0), AutoClip(relative_step=None))
+    assert free > 0.1  # what SGD(1.0) takes when nothing holds it
+    model = small_model()
+    model.compile(keras.optimizers.Adam(0.1), "mse")
+    with caplog.at_level(logging.INFO, logger="keras_gradwatch"):
+        adam = largest_kernel_step(model, AutoClip())
+    assert adam > 0.016  # Adam's steps are its own: no step bound
+    assert "applies to SGD; with Adam the spike test clips alone" in caplog.text

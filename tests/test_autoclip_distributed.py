@@ -66,3 +66,24 @@ def test_every_step_written_once_across_replicas(outcome):
     for epoch, largest in enumerate(logged["max_norm"]):
         step_max = max(norms[2 * epoch : 2 * epoch + 2])
         assert step_max == pytest.approx(largest, rel=1e-6)
+
+
+def test_step_bound_holds_on_the_summed_unscaled_gradient(outcome):
+    """AutoClip() with SGD(1.0): every kernel's update is held to 0.016 of
+    its norm, on one device, on two replicas and under mixed precision
+    alike (the same updates: the bound is taken on the summed, unscaled
+    gradient). The first steps are held (no update)."""
+    one, two, mixed = outcome["step_bound"]
+    for run in (one, two, mixed):
+        applied = [step for step in run["steps"] if step[0]["update"] > 0]
+        assert len(applied) >= 2
+        for step in applied:
+            assert len(step) == 2
+            for kernel in step:
+                bound = 0.016 * kernel["weight"]
+                assert kernel["update"] == pytest.approx(bound, rel=1e-4)
+
+    def flat(run):
+        return [k[name] for step in run["steps"] for k in step for name in k]
+
+    assert flat(one) == pytest.approx(flat(two), rel=1e-5)

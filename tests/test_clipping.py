@@ -93,3 +93,72 @@ def test_global_norm_edge_cases():
     assert float(norm([tf.fill([4], 1e20)])) == pytest.approx(2e20, rel=1e-7)
     assert math.isnan(float(norm([tf.constant([1.0, math.nan])])))
     assert math.isinf(float(norm([tf.constant([1.0, math.inf])])))
+
+
+def test_step_limits_against_numpy():
+    """Kernels only (2+ dims), each held to relative x max(||w||, 1e-3) per
+    step of rate x ||g||; +inf within it; exact where float32 overflows."""
+    rng = np.random.default_rng(0)
+    weights = [
+        rng.normal(size=(4, 3)),  # kernel, gradient above the bound
+        rng.normal(size=(3,)),  # bias: never limited
+        rng.normal(size=(3, 2)),  # kernel, gradient within the bound
+        np.zeros((2, 2)),  # zero kernel: its norm counts as 1e-3
+        rng.normal(size=(2, 2)),  # no gradient
+        rng.normal(size=(2, 5)),  # gradient whose float32 squares overflow
+    ]
+    grads = [
+        10.0 * rng.normal(size=(4, 3)),
+        100.0 * rng.normal(size=(3,)),
+        1e-4 * rng.normal(size=(3, 2)),
+        rng.normal(size=(2, 2)),
+        None,
+        np.full((2, 5), 1e25),
+    ]
+    rate, relative = 0.1, 0.016
+    got = _clipping.step_limits(
+        [None if g is None else tf.constant(g, tf.float32) for g in grads],
+        [tf.Variable(w, dtype=tf.float32) for w in weights],
+        relative,
+        tf.constant(rate, tf.float32),
+    )
+    want = NpAutoClip.step_limits(
+        [np.zeros(1) if g is None else g for g in grads], weights, rate, relative
+    )
+    assert got[1] is None
+    assert got[4] is None
+    for i in (0, 2, 3, 5):
+        assert float(got[i]) == pytest.approx(want[i], rel=1e-6), i
+    assert math.isinf(float(got[2]))
+    assert float(got[0]) < 1.0
+    assert float(got[3]) < 1.0
+    assert float(_clipping.least(got)) == pytest.approx(min(want), rel=1e-6)
+    assert math.isinf(float(_clipping.least([None, None])))
+
+
+def test_scale_takes_each_gradient_to_its_limit():
+    grads = [tf.constant([3.0, 4.0]), None, tf.constant([[1.0]])]
+    limits = [f64(0.5), None, f64(2.0)]
+    out = _clipping.scale(grads, f64(0.8), limits)
+    np.testing.assert_allclose(out[0].numpy(), [1.5, 2.0])
+    assert out[1] is None
+    np.testing.assert_allclose(out[2].numpy(), [[0.8]])
+    # Nothing to scale: the gradients pass unchanged.
+    same = _clipping.scale(grads, f64(1.0), [f64(math.inf), None, None])
+    np.testing.assert_array_equal(same[0].numpy(), [3.0, 4.0])
+
+
+def test_a_step_held_to_the_step_bound_counts_as_clipped():
+    from keras_gradwatch._autoclip_state import ClipState, decide
+
+    state = ClipState(1)
+    policy = _clipping.Fixed(10.0)
+    state.reset(policy.config)
+    for limit, counted in [(None, 0), (f64(2.0), 0), (f64(0.5), 1), (f64(0.1), 2)]:
+        factor, finite, _ = decide(state, policy, f64(1.0), limit)
+        assert float(factor) == 1.0
+        assert bool(finite)
+        assert int(state.clipped.numpy()) == counted
+    decide(state, policy, f64(math.nan), f64(0.1))  # skipped, not clipped
+    assert int(state.clipped.numpy()) == 2
+    assert int(state.skipped.numpy()) == 1

@@ -107,6 +107,41 @@ def every_step():
     }
 
 
+def step_bound(replicas, policy):
+    """AutoClip() with SGD(1.0), whose steps are far above the step bound:
+    each kernel's update in each step (the first ones are held), against
+    its weights before it."""
+    keras.mixed_precision.set_global_policy(policy)
+    strategy = (
+        tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        if replicas == 2
+        else tf.distribute.get_strategy()
+    )
+    with strategy.scope():
+        model = build()
+        model.compile(keras.optimizers.SGD(1.0), "mse")
+
+    class Steps(keras.callbacks.Callback):
+        kernels: list = []
+
+        def on_train_batch_begin(self, batch, logs=None):
+            self.before = [w.numpy().astype(np.float64) for w in model.weights]
+
+        def on_train_batch_end(self, batch, logs=None):
+            after = [w.numpy().astype(np.float64) for w in model.weights]
+            self.kernels.append([
+                {"weight": float(np.linalg.norm(b)),
+                 "update": float(np.linalg.norm(b - a))}
+                for b, a in zip(self.before, after, strict=True) if b.ndim >= 2
+            ])  # fmt: skip
+
+    steps = Steps()
+    model.fit(X, Y, batch_size=4, epochs=1, shuffle=False, verbose=0,
+              callbacks=[AutoClip(), steps])  # fmt: skip
+    keras.mixed_precision.set_global_policy("float32")
+    return {"replicas": replicas, "policy": policy, "steps": steps.kernels}
+
+
 if __name__ == "__main__":
     results = [
         step(replicas, policy, clipping)
@@ -118,4 +153,7 @@ if __name__ == "__main__":
         ]
     ]
     print(json.dumps({"threshold": THRESHOLD, "reference_norm": reference_norm(),
-                      "results": results, "every_step": every_step()}))  # fmt: skip
+                      "results": results, "every_step": every_step(),
+                      "step_bound": [step_bound(1, "float32"),
+                                     step_bound(2, "float32"),
+                                     step_bound(2, "mixed_float16")]}))  # fmt: skip
