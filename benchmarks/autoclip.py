@@ -1,12 +1,15 @@
 """What AutoClip costs per training step, next to no clipping and Keras' own.
 
-On the GRU/Conv text model of `overhead.py` (b), six configurations train on
+On the GRU/Conv text model of `overhead.py` (b), eight configurations train on
 the same cached input pipeline, each on its own model with the same initial
 weights: no clipping, Keras' ``Adam(global_clipnorm=1.0)``, ``AutoClip()``
 (zscore), a second ``AutoClip()`` on its own model (a control: it measures
 what two identical configurations differ by, the benchmark's resolution),
 ``AutoClip("percentile")`` and ``AutoClip(log_dir=..., every_n_steps=1)``
-(every step's norm and bound written to TensorBoard).
+(every step's norm and bound written to TensorBoard); and, on the same
+model with ``SGD(0.01, momentum=0.9)``, ``AutoClip()`` against
+``AutoClip(relative_step=None)``: what zscore's step bound (on with SGD
+only) costs.
 
 The steps are interleaved one by one: after each callback's
 ``on_train_begin`` (where AutoClip installs itself and Keras' train function
@@ -23,7 +26,7 @@ cycles (the same cycles for both sides of a ratio). The first step of a
 `fit`, where AutoClip's trace falls, is timed apart: the first step after
 ``on_train_begin``, following a warm-up `fit` whose trace Keras keeps.
 Targets: AutoClip <= 1.02 of no clipping, and every_n_steps=1 <= 1.02 of
-``AutoClip()``.
+``AutoClip()``, and the step bound <= 1.02 of the spike test alone.
 
 A second measure of the step scalars' cost, with everything else equal:
 one model with ``AutoClip(log_dir=..., every_n_steps=2)`` trains twice as
@@ -62,6 +65,8 @@ CONFIGS = (
     "autoclip_zscore_again",
     "autoclip_percentile",
     "autoclip_every_step",
+    "sgd_autoclip_spike_test_only",
+    "sgd_autoclip",
 )
 TARGET = 1.02
 
@@ -72,10 +77,15 @@ def make(
     model = build_text()
     model.set_weights(weights)
     options = {"global_clipnorm": 1.0} if config == "keras_global_clipnorm" else {}
-    model.compile(keras.optimizers.Adam(**options), "binary_crossentropy")
+    optimizer = keras.optimizers.Adam(**options)
+    if config.startswith("sgd_"):  # where AutoClip's step bound is on
+        optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
+    model.compile(optimizer, "binary_crossentropy")
     callbacks: list[Any] = []
-    if config in ("autoclip_zscore", "autoclip_zscore_again"):
+    if config in ("autoclip_zscore", "autoclip_zscore_again", "sgd_autoclip"):
         callbacks = [AutoClip()]
+    elif config == "sgd_autoclip_spike_test_only":
+        callbacks = [AutoClip(relative_step=None)]
     elif config == "autoclip_percentile":
         callbacks = [AutoClip("percentile")]
     elif config == "autoclip_every_step":
@@ -233,6 +243,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print(verdict("AutoClip (zscore)", to_none["autoclip_zscore"]))
     every = ratio(times, "autoclip_every_step", "autoclip_zscore", rng)
     print(verdict("every_n_steps=1 vs AutoClip()", every))
+    bound = ratio(times, "sgd_autoclip", "sgd_autoclip_spike_test_only", rng)
+    print(verdict("SGD: AutoClip() vs its spike test alone (the step bound)", bound))
     written = ratio(halves, "writes", "does_not_write", rng)
     print(
         "every_n_steps=2 on one model, steps that write vs steps that do not: "

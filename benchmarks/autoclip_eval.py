@@ -120,16 +120,6 @@ def run_one(task: tuple[str, int, str]) -> dict[str, Any]:
 def _run_one(task: tuple[str, int, str]) -> dict[str, Any]:
     import keras
     import numpy as np
-    import tensorflow as tf
-
-    try:  # one thread per worker process; in-process runs keep theirs
-        tf.config.threading.set_intra_op_parallelism_threads(1)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-    except RuntimeError:
-        pass
-    # Runs that explode are chaotic: without this, two invocations of the
-    # same run differ (the tanh RNN's reference: mse 0.36-0.83).
-    tf.config.experimental.enable_op_determinism()
     from autoclip_scenarios import SCENARIOS
 
     from keras_gradwatch import _autoclip
@@ -253,10 +243,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         # Spawned, not forked: a fork of a process that runs TensorFlow's
         # thread pools can hang.
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(args.workers, mp_context=context) as pool:
+        with ProcessPoolExecutor(
+            args.workers, mp_context=context, initializer=_worker
+        ) as pool:
             _collect(pool.map(run_one, tasks), saved, out)
     table(saved, names, configs[1:], args.seeds)
     return saved
+
+
+def _worker() -> None:
+    """Each worker process: one thread, and TensorFlow's ops deterministic
+    (the same figures from two invocations). Not for in-process runs: op
+    determinism is process-wide and turns XLA off."""
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    tf.config.experimental.enable_op_determinism()
 
 
 def _collect(results: Any, saved: dict[str, Any], out: Path) -> None:

@@ -273,7 +273,6 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
         # The step bound is part of zscore (the default); other modes clip
         # by their own rule alone.
         self.relative_step = relative_step if mode == "zscore" else None
-        self._step_bound: float | None = None
         self._state: ClipState | None = None
         self._optimizer: Any = None
         self._writer: tf.summary.SummaryWriter | None = None
@@ -318,12 +317,17 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
         try:
             self._attach(optimizer)
             if legacy:
+                if self.relative_step is not None:
+                    logger.info(
+                        "AutoClip: the step bound is off under tf_keras; the "
+                        "spike test clips alone."
+                    )
                 _autoclip_tf_keras.install(optimizer, self._decide)
             else:
                 if not optimizer.built:
                     optimizer.build(model.trainable_variables)
-                self._step_bound = self._bound_for(optimizer)
-                _autoclip_keras3.install(optimizer, self._decide, self._step_bound)
+                bound = self._bound_for(optimizer)
+                _autoclip_keras3.install(optimizer, self._decide, bound)
             self._optimizer = optimizer
             model.make_train_function(force=True)
         except Exception:

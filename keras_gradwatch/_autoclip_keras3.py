@@ -12,7 +12,10 @@ sum to the original `apply`, whose own cross-replica sum (the private
 `_all_reduce_sum_gradients`) is made the identity so nothing is summed
 twice. A skipped step does not call `apply` at all (like
 `LossScaleOptimizer`, through a cross-replica `cond` where the strategy
-needs `merge_call`).
+needs `merge_call`). With zscore's step bound (SGD), the wrapper also
+computes each kernel's limit from the summed gradient, the weights and the
+learning rate, and scales each gradient by the smaller of the clip factor
+and its limit.
 """
 
 from __future__ import annotations

@@ -113,8 +113,8 @@ gradient clipping (Brock et al. 2021) bounds ``||g|| / ||w||`` per unit by
 at most 1.6% of the weights. Healthy SGD runs step ~0.1% (the SGD CNN of
 `benchmarks/autoclip_eval.py`'s design half: median 0.15%, largest 1.5%,
 over all its kernels together), while a learning rate too high takes steps
-of 3-50% from the first step (the design half's recurrent net and
-fine-tuning run). Set from AGC's figures before the design half was run
+of up to 54% from the first steps (the design half's recurrent net; 14%
+for its fine-tuning run). Set from AGC's figures before the design half was run
 with it."""
 WEIGHT_FLOOR = 1e-3
 """A kernel's norm is taken as at least this in the step bound (AGC's
@@ -384,7 +384,9 @@ def scale(
     factors = [
         factor if limits[i] is None else tf.minimum(factor, limits[i]) for i in present
     ]
-    smallest = tf.reduce_min(tf.stack(factors))
+    # Without limits (no step bound), the graph is that of one factor.
+    bounded = any(limits[i] is not None for i in present)
+    smallest = tf.reduce_min(tf.stack(factors)) if bounded else factor
     scaled = iter(
         tf.cond(
             smallest < 1.0,

@@ -131,14 +131,17 @@ AutoClip (run ``autoclip`` with ``log_dir``; one step per epoch)
     ``autoclip/threshold`` (the bound in force after the epoch's last step,
     NaN before the first finite step), ``autoclip/max_norm`` (largest finite
     global norm of the epoch), ``autoclip/clipped_steps`` and
-    ``autoclip/skipped_steps`` (steps of the epoch). The same numbers go into
+    ``autoclip/skipped_steps`` (steps of the epoch; a step is clipped when
+    its global norm is, or, zscore with SGD, a kernel's step is held to the
+    step bound). The same numbers go into
     the epoch logs as ``autoclip_threshold``, ``autoclip_max_norm``,
     ``autoclip_clipped_steps`` and ``autoclip_skipped_steps``.
 
 AutoClip per step (with ``every_n_steps=N``; same run)
     ``autoclip/step_grad_norm`` (the global gradient norm before clipping,
     summed across replicas and unscaled) and ``autoclip/step_threshold``
-    (the bound that step was held to; +inf where there was none yet), every
+    (the bound that step's global norm was held to; +inf where there was
+    none yet; the step bound acts per kernel and is not in it), every
     N-th optimizer iteration, with the optimizer's iteration count before
     the step (0 for the first update) as the TensorBoard step. Steps with a
     non-finite norm are not written (they are counted in

@@ -384,6 +384,8 @@ def test_keras_hooks_autoclip_relies_on():
     assert "_clip_gradients" in inspect.getsource(
         BaseOptimizer._backend_apply_gradients
     )
+    # The step bound reads the variables `apply` falls back on.
+    assert "self._trainable_variables" in inspect.getsource(BaseOptimizer.apply)
 
 
 @pytest.mark.parametrize(

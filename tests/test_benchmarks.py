@@ -40,8 +40,11 @@ def test_autoclip_benchmark_runs(capsys):
         "autoclip_zscore_again",
         "autoclip_percentile",
         "autoclip_every_step",
+        "sgd_autoclip_spike_test_only",
+        "sgd_autoclip",
     }
     out = capsys.readouterr().out
+    assert "SGD: AutoClip() vs its spike test alone (the step bound)" in out
     assert "AutoClip (zscore) per-step ratio" in out
     assert "every_n_steps=1 vs AutoClip() per-step ratio" in out
     assert "Control, a second AutoClip() against the first" in out

@@ -51,14 +51,16 @@ def reference_norm():
     return float(np.sqrt(sum(np.sum(g.numpy().astype(np.float64) ** 2) for g in grads)))
 
 
+def on(replicas):
+    """Two replicas on the two logical CPUs, or the default strategy."""
+    if replicas == 2:
+        return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    return tf.distribute.get_strategy()
+
+
 def step(replicas, policy, clipping):
     keras.mixed_precision.set_global_policy(policy)
-    strategy = (
-        tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-        if replicas == 2
-        else tf.distribute.get_strategy()
-    )
-    with strategy.scope():
+    with on(replicas).scope():
         model = build()
         options = {"global_clipnorm": THRESHOLD} if clipping == "keras" else {}
         model.compile(keras.optimizers.SGD(1.0, **options), "mse")
@@ -112,12 +114,7 @@ def step_bound(replicas, policy):
     each kernel's update in each step (the first ones are held), against
     its weights before it."""
     keras.mixed_precision.set_global_policy(policy)
-    strategy = (
-        tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-        if replicas == 2
-        else tf.distribute.get_strategy()
-    )
-    with strategy.scope():
+    with on(replicas).scope():
         model = build()
         model.compile(keras.optimizers.SGD(1.0), "mse")
 
