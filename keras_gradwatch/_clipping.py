@@ -320,8 +320,8 @@ def step_limits(
         if g is None or len(v.shape) < 2:
             limits.append(None)
             continue
-        weight = tf.maximum(_norm64(v), WEIGHT_FLOOR)
-        step = rate * _norm64(g)
+        weight = tf.maximum(global_norm([v]), WEIGHT_FLOOR)
+        step = rate * global_norm([g])
         limit = relative * weight / tf.maximum(step, 1e-300)
         limits.append(tf.where(step > relative * weight, limit, math.inf))
     return limits
@@ -333,17 +333,6 @@ def least(limits: list[tf.Tensor | None]) -> tf.Tensor:
     if not present:
         return tf.constant(math.inf, tf.float64)
     return tf.reduce_min(tf.stack(present))
-
-
-def _norm64(x: Any) -> tf.Tensor:
-    """L2 norm of one tensor as float64, exact where float32 overflows."""
-    x = tf.reshape(tf.convert_to_tensor(x), [-1])
-    fast = tf.sqrt(2.0 * tf.nn.l2_loss(tf.cast(x, tf.float32)))
-    return tf.cond(
-        tf.math.is_finite(fast),
-        lambda: tf.cast(fast, tf.float64),
-        lambda: tf.norm(tf.cast(x, tf.float64)),
-    )
 
 
 def dense(grads: Any) -> list[Any]:
