@@ -22,8 +22,12 @@ logs are judged by AUTOTRAINER's published rules (`autotrainer.py`), whose
 
 Usage::
 
-    python benchmarks/diagnosis_eval.py [--seeds 0,1,2] [--only a,b]
-        [--epochs N] [--logdir DIR]
+    python benchmarks/diagnosis_eval.py [--half design|heldout|all]
+        [--seeds 0,1,2] [--only a,b] [--epochs N] [--logdir DIR]
+
+The scenarios are split in two halves (`diagnosis_scenarios.HALVES`): the
+rules are tuned on ``design`` (the default); ``heldout`` is run once with
+the final rules and reported as it comes out.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import autotrainer  # noqa: E402
 import diagnosis_oracle as oracle  # noqa: E402
 import keras  # noqa: E402
-from diagnosis_scenarios import SCENARIOS, Scenario, two_circles  # noqa: E402
+from diagnosis_scenarios import HALVES, SCENARIOS, Scenario, two_circles  # noqa: E402
 
 from keras_gradwatch import GradWatch, WeightNorms, _report  # noqa: E402
 from keras_gradwatch.diagnosis import KINDS  # noqa: E402
@@ -166,11 +170,15 @@ def print_scores(title: str, ours: dict, theirs: dict) -> None:
 def main(argv: list[str] | None = None) -> dict[str, object]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated")
-    parser.add_argument("--only", default=",".join(SCENARIOS), help="scenarios")
+    parser.add_argument("--half", choices=[*HALVES, "all"], default="design")
+    parser.add_argument("--only", help="scenarios (instead of a half)")
     parser.add_argument("--epochs", type=int, help="instead of each scenario's")
     parser.add_argument("--logdir", help="keep the logs here (default: temporary)")
     args = parser.parse_args(argv)
-    names = args.only.split(",")
+    if args.only:
+        names = args.only.split(",")
+    else:
+        names = list(SCENARIOS if args.half == "all" else HALVES[args.half])
     unknown = sorted(set(names) - set(SCENARIOS))
     if unknown:
         parser.error(f"unknown scenarios {unknown}; known: {', '.join(SCENARIOS)}")
