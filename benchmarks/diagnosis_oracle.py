@@ -25,7 +25,8 @@ the weights before training and after it:
     (first epoch's loss − last epoch's) / |first epoch's|.
 ``accuracy``
     On the held-out batch after training, against ``chance`` (the share of
-    its most frequent class).
+    its most frequent class). For a regression loss (MSE, MAE, Huber), the
+    held-out R² instead, against 0 (predicting the held-out mean).
 
 `label` turns them into kinds (`RULES` says how, in words). Thresholds are
 one to two orders of magnitude away from what the healthy scenarios show:
@@ -76,6 +77,7 @@ class Measurement:
     loss_change: float
     accuracy: float
     chance: float
+    regression: bool = False
 
     def summary(self) -> str:
         parts = []
@@ -92,13 +94,33 @@ class Measurement:
         if not self.finite:
             parts.append("NaN/Inf" + ("" if self.data_finite else " (in the data)"))
         parts.append(f"loss change {self.loss_change:+.1e}")
-        parts.append(f"acc {self.accuracy:.2f} (chance {self.chance:.2f})")
+        if self.regression:
+            parts.append(f"R2 {self.accuracy:.2f}")
+        else:
+            parts.append(f"acc {self.accuracy:.2f} (chance {self.chance:.2f})")
         return ", ".join(parts)
 
 
 def _loss_fn(model: keras.Model) -> Any:
     loss = model.loss
     return keras.losses.get(loss) if isinstance(loss, str) else loss
+
+
+REGRESSION = {"mean_squared_error", "mean_absolute_error", "huber", "log_cosh"}
+REGRESSION |= {"mse", "mae", "huber_loss", "logcosh"}
+
+
+def _regression(model: keras.Model) -> bool:
+    loss = model.loss
+    name = loss if isinstance(loss, str) else getattr(loss, "name", None)
+    return (name or getattr(loss, "__name__", "")) in REGRESSION
+
+
+def _r2(p: np.ndarray, y: np.ndarray) -> float:
+    p = np.asarray(p, dtype=np.float64).reshape(len(y), -1)
+    y = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
+    total = float(np.sum((y - y.mean(axis=0)) ** 2))
+    return 1.0 - float(np.sum((y - p) ** 2)) / total if total else math.nan
 
 
 def _norm(t: Any) -> float:
@@ -201,6 +223,11 @@ def measure(
         final, dead, saturated = Gains(), math.nan, math.nan
     change = (losses[0] - losses[-1]) / abs(losses[0]) if losses.size else math.nan
     p = np.asarray(model.predict(xh, verbose=0))
+    if _regression(model):
+        return Measurement(
+            initial, final, dead, saturated, finite, data_finite,
+            float(change), _r2(p, yh), 0.0, regression=True,
+        )  # fmt: skip
     guess = (p[:, 0] > 0.5).astype(int) if p.shape[-1] == 1 else p.argmax(-1)
     yi = np.asarray(yh).astype(int)
     chance = float(np.bincount(yi).max() / yi.size)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 from keras import layers
-from sklearn.datasets import load_digits, make_circles
+from sklearn.datasets import load_digits, make_circles, make_regression
 from sklearn.preprocessing import MinMaxScaler
 
 Data = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
@@ -106,6 +106,46 @@ def step_sum(length: int) -> Callable[[int], Data]:
         return x[:512], y[:512], x[512:], y[512:]
 
     return data
+
+
+def house_prices(unscaled: bool) -> Callable[[int], Data]:
+    """scikit-learn's linear regression problem (8 N(0, 1) features, noise
+    10): 512 training and 256 held-out rows. With `unscaled`, the targets are
+    in dollars as a user's house prices are, 200,000 + 1,000 x y (standard
+    deviation ~1e5); otherwise standardized with the training rows' mean and
+    standard deviation."""
+
+    def data(seed: int = 1) -> Data:
+        x, y = make_regression(
+            n_samples=768, n_features=8, noise=10.0, random_state=seed
+        )
+        x, y = x.astype("float32"), y.astype("float32")
+        y = 2e5 + 1e3 * y if unscaled else (y - y[:512].mean()) / y[:512].std()
+        return x[:512], y[:512], x[512:], y[512:]
+
+    return data
+
+
+def digits_autoencoded(seed: int = 1) -> Data:
+    """The flat digits as both input and target."""
+    x, _, xh, _ = digits(seed)
+    return x, x, xh, xh
+
+
+def waves(seed: int = 1) -> Data:
+    """64-step signals, N(0, 0.5^2) noise plus a 16-step sine burst at a
+    random place: period 4 steps (class 1) or 8 (class 0)."""
+    rng = np.random.default_rng(seed)
+    n, length = 768, 64
+    y = rng.integers(0, 2, size=n)
+    x = rng.normal(0.0, 0.5, size=(n, length))
+    start = rng.integers(0, length - 16, size=n)
+    t = np.arange(16)
+    for row in range(n):
+        period = 4 if y[row] else 8
+        x[row, start[row] : start[row] + 16] += np.sin(2 * np.pi * t / period)
+    x, y = x[..., None].astype("float32"), y.astype("float32")
+    return x[:512], y[:512], x[512:], y[512:]
 
 
 VOCAB = 64
@@ -337,6 +377,107 @@ def text(
             h = layers.GlobalAveragePooling1D()(f)
         model = keras.Model(x, _head(h, 2), name=f"text_{body}")
         return _compile(model, optimizer())
+
+    return build
+
+
+def regression(
+    depth: int,
+    width: int,
+    optimizer: Callable[[], keras.optimizers.Optimizer],
+) -> Callable[[], keras.Model]:
+    """8 features -> `depth` Dense(`width`, ReLU, He) ``hidden_1``... ->
+    Dense(1) (linear), mean squared error."""
+
+    def build() -> keras.Model:
+        x = keras.Input((8,))
+        h = x
+        for i in range(1, depth + 1):
+            h = layers.Dense(width, activation="relu", name=f"hidden_{i}",
+                             kernel_initializer="he_uniform")(h)  # fmt: skip
+        model = keras.Model(x, layers.Dense(1, name="output")(h), name="regression")
+        model.compile(optimizer(), "mean_squared_error")
+        return model
+
+    return build
+
+
+def autoencoder(
+    widths: tuple[int, ...],
+    activation: str,
+    kernel: Callable[[], object],
+    optimizer: Callable[[], keras.optimizers.Optimizer],
+) -> Callable[[], keras.Model]:
+    """Flat digits -> Dense layers of `widths` ``hidden_1``... (encoder and
+    decoder) -> Dense(64, sigmoid) reconstruction, mean squared error."""
+
+    def build() -> keras.Model:
+        x = keras.Input((64,))
+        h = x
+        for i, width in enumerate(widths, 1):
+            h = layers.Dense(width, activation=activation, name=f"hidden_{i}",
+                             kernel_initializer=kernel())(h)  # fmt: skip
+        out = layers.Dense(64, activation="sigmoid", name="output")(h)
+        model = keras.Model(x, out, name="autoencoder")
+        model.compile(optimizer(), "mean_squared_error")
+        return model
+
+    return build
+
+
+def conv1d(
+    depth: int,
+    activation: str | None,
+    optimizer: Callable[[], keras.optimizers.Optimizer],
+    *,
+    kernel: Callable[[], object] = keras.initializers.HeUniform,
+    dilated: bool = False,
+    filters: int = 8,
+) -> Callable[[], keras.Model]:
+    """`depth` Conv1D(`filters`, 3) ``conv_1``... on the 64-step waves, then
+    global average pooling. With `dilated`, causal convolutions dilated
+    1, 2, 4, ... as in a temporal convolutional network."""
+
+    def build() -> keras.Model:
+        x = keras.Input((64, 1))
+        h = x
+        for i in range(1, depth + 1):
+            h = layers.Conv1D(
+                filters, 3, activation=activation,
+                padding="causal" if dilated else "same",
+                dilation_rate=2 ** (i - 1) if dilated else 1,
+                kernel_initializer=kernel(), name=f"conv_{i}",
+            )(h)  # fmt: skip
+        h = layers.GlobalAveragePooling1D()(h)
+        model = keras.Model(x, _head(h, 2), name="conv1d")
+        return _compile(model, optimizer())
+
+    return build
+
+
+def regularized(
+    depth: int,
+    optimizer: Callable[[], keras.optimizers.Optimizer],
+    *,
+    l2: float = 0.0,
+    dropout: float = 0.0,
+) -> Callable[[], keras.Model]:
+    """Digits -> `depth` Dense(64, ReLU, He) ``hidden_1``..., each with an L2
+    penalty `l2` on its kernel and followed by Dropout(`dropout`)."""
+
+    def build() -> keras.Model:
+        x = keras.Input((64,))
+        h = x
+        for i in range(1, depth + 1):
+            h = layers.Dense(
+                64, activation="relu", kernel_initializer="he_uniform",
+                kernel_regularizer=keras.regularizers.L2(l2) if l2 else None,
+                name=f"hidden_{i}",
+            )(h)  # fmt: skip
+            if dropout:
+                h = layers.Dropout(dropout)(h)
+        model = keras.Model(x, _head(h, 10), name="regularized")
+        return _compile(model, optimizer(), "sparse_categorical_crossentropy")
 
     return build
 
@@ -584,6 +725,101 @@ SCENARIOS: dict[str, Scenario] = {
         _k(S), ("embedding", "attention", "ffn"),
         "the transformer with SGD at rate 1e-7",
     ),
+    # ---- regression with MSE: target scale (user reports: "house prices in
+    # dollars, SGD, loss NaN after a few steps", "loss huge and barely moves
+    # with Adam"; the remedy is to standardize the targets)
+    "reg_scaled": Scenario(
+        "regression", house_prices(unscaled=False),
+        regression(3, 32, _sgd(0.01)),
+        HEALTHY, hidden(3),
+        "3 ReLU layers of 32, MSE, standardized targets, SGD 0.01",
+    ),
+    "reg_unscaled_sgd": Scenario(
+        "regression", house_prices(unscaled=True),
+        regression(3, 32, _sgd(0.01)),
+        _k(N), hidden(3),
+        "reg_scaled on targets in dollars (~2e5): the first steps overflow",
+    ),
+    "reg_unscaled_adam": Scenario(
+        "regression", house_prices(unscaled=True),
+        regression(3, 32, _adam()),
+        _k(S), hidden(3),
+        "targets in dollars, Adam 1e-3: steps of ~1e-3 cannot reach 2e5",
+    ),
+    # ---- deep autoencoders (Hinton & Salakhutdinov 2006: deep sigmoid
+    # autoencoders trained by backpropagation from small random weights
+    # learn only the mean image)
+    "ae_sigmoid_deep": Scenario(
+        "autoencoder", digits_autoencoded,
+        autoencoder((32, 16, 16, 8, 8, 16, 16, 32), "sigmoid",
+                    keras.initializers.GlorotUniform, _sgd(0.1)),
+        _k(V), hidden(8),
+        "64-32-16-16-8-8-16-16-32-64 sigmoid autoencoder on digits, MSE, SGD 0.1",
+    ),
+    "ae_relu": Scenario(
+        "autoencoder", digits_autoencoded,
+        autoencoder((32, 16, 32), "relu", keras.initializers.HeUniform, _adam(3e-3)),
+        HEALTHY, hidden(3),
+        "64-32-16-32-64 ReLU autoencoder (He), MSE, Adam 3e-3",
+    ),
+    # ---- Conv1D on signals (temporal convolutional networks, Bai, Kolter &
+    # Koltun 2018, vs deep sigmoid and large-init linear stacks)
+    "conv1d_tcn": Scenario(
+        "conv1d", waves,
+        conv1d(4, "relu", _adam(3e-3), dilated=True),
+        HEALTHY, convs(4),
+        "4 causal Conv1D(8, 3, ReLU) dilated 1-8 on sine bursts, Adam 3e-3",
+    ),
+    "conv1d_sigmoid_deep": Scenario(
+        "conv1d", waves,
+        conv1d(10, "sigmoid", _sgd(0.01), kernel=keras.initializers.GlorotUniform),
+        _k(V), convs(10),
+        "10 Conv1D(8, 3, sigmoid), Glorot, SGD 0.01",
+        epochs=15,
+    ),
+    "conv1d_linear_large_init": Scenario(
+        "conv1d", waves,
+        conv1d(8, None, _adam(1e-4),
+               kernel=lambda: keras.initializers.RandomNormal(0.0, 1.0)),
+        _k(E), convs(8),
+        "8 linear Conv1D(8, 3), N(0, 1) kernels (gain ~sqrt(24) a layer), Adam 1e-4",
+        epochs=15,
+    ),
+    # ---- regularization strength (Srivastava et al. 2014's dropout vs an
+    # L2 penalty so strong that the weights collapse, as users report:
+    # "with kernel_regularizer the accuracy stays at 10%")
+    "dropout_heavy": Scenario(
+        "regularization", digits,
+        regularized(3, _adam(), dropout=0.5),
+        HEALTHY, hidden(3),
+        "3 ReLU layers of 64 on digits, Dropout(0.5) after each, Adam 1e-3",
+        classes=10,
+    ),
+    "l2_collapse": Scenario(
+        "regularization", digits,
+        regularized(3, _sgd(0.05), l2=1.0),
+        _k(V), hidden(3),
+        "3 ReLU layers of 64 on digits, L2(1.0) on every kernel, SGD 0.05",
+        classes=10,
+    ),
+    # ---- modern activations (GELU, Hendrycks & Gimpel 2016; swish,
+    # Ramachandran et al. 2017) in deep nets; below the edge of chaos
+    # (Hayou et al. 2019) the backward signal decays exponentially
+    "gelu_deep": Scenario(
+        "modern_act", two_circles,
+        mlp(2, 12, 32, "gelu", he(), _adam()),
+        HEALTHY, hidden(12),
+        "12 GELU layers of 32, He init, Adam 1e-3",
+        epochs=20, batch_size=32,
+    ),
+    "swish_small_init": Scenario(
+        "modern_act", two_circles,
+        mlp(2, 16, 32, "silu", normal(0.5), _sgd(0.01)),
+        _k(V), hidden(16),
+        "16 swish layers of 32, N(0, 0.25/fan_in) (below the edge of chaos), "
+        "SGD 0.01",
+        epochs=20, batch_size=32,
+    ),
 }  # fmt: skip
 
 
@@ -598,12 +834,18 @@ DESIGN: tuple[str, ...] = (
     "mlp_huge_lr", "resnet_huge_lr", "relu_huge_step", "cnn_negative_bias",
     "transformer_tiny_lr", "text_tiny_lr", "cnn_healthy", "text_pool",
     "resnet_deep", "gru_bidirectional", "lstm_short",
+    # new families
+    "reg_scaled", "reg_unscaled_sgd", "ae_relu", "conv1d_tcn", "l2_collapse",
+    "swish_small_init",
 )  # fmt: skip
 HELDOUT: tuple[str, ...] = (
     "rnn_long_first_step", "sigmoid_deep", "cnn_sigmoid_deep", "linear_deep_adam",
     "nan_feature", "cnn_huge_lr", "transformer_huge_lr", "relu_negative_bias",
     "gru_tiny_lr", "cnn_tiny_lr", "sgd_tiny_lr", "sigmoid_deep_bn",
     "transformer", "adam_tiny_loss", "relu_he",
+    # new families
+    "reg_unscaled_adam", "ae_sigmoid_deep", "conv1d_sigmoid_deep",
+    "conv1d_linear_large_init", "dropout_heavy", "gelu_deep",
 )  # fmt: skip
 HALVES = {"design": DESIGN, "heldout": HELDOUT}
 assert sorted(DESIGN + HELDOUT) == sorted(SCENARIOS), "the halves split SCENARIOS"

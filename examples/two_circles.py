@@ -85,6 +85,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--gradwatch-only",
+        action="store_true",
+        help="GradWatch alone: no TensorBoard callback, no WeightNorms",
+    )
     args = parser.parse_args(argv)
 
     x_train, y_train, x_test, y_test = load_data(args.seed)
@@ -93,6 +98,10 @@ def main(argv: list[str] | None = None) -> dict:
         keras.utils.set_random_seed(args.seed)
         model = build_model(activation, make_initializer)
         run_dir = os.path.join(args.logdir, name)
+        companions = [] if args.gradwatch_only else [WeightNorms(log_dir=run_dir)]
+        tensorboard = (
+            [] if args.gradwatch_only else [keras.callbacks.TensorBoard(run_dir)]
+        )
         history = model.fit(
             x_train,
             y_train,
@@ -103,9 +112,9 @@ def main(argv: list[str] | None = None) -> dict:
             # TensorBoard first, or it would copy the held-out logs["grad_norm"]
             # into its `train` run as `epoch_grad_norm`.
             callbacks=[
-                keras.callbacks.TensorBoard(log_dir=run_dir),
+                *tensorboard,
                 GradWatch(log_dir=run_dir, held_out=(x_test[:256], y_test[:256])),
-                WeightNorms(log_dir=run_dir),
+                *companions,
                 Progress(name, args.epochs),
             ],
         )

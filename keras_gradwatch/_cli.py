@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-from keras_gradwatch import _report
+from keras_gradwatch import _report, _rules
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     line each. Exit status 0 on success, 2 with one ``gradwatch: error:``
     line on anything the user can fix (a missing directory, one without
     GradWatch logs, a plot file that cannot be written, no matplotlib).
+    ``gradwatch report --explain KIND`` prints what a finding kind means:
+    when it fires, its thresholds, why, and runs it fires and is silent on.
     """
     parser = argparse.ArgumentParser(
         prog="gradwatch", description="Gradient diagnosis for keras_gradwatch logs."
@@ -38,7 +40,15 @@ def main(argv: list[str] | None = None) -> int:
             "the steps where AutoClip's per-step norm (every_n_steps) spiked."
         ),
     )
-    report.add_argument("logdir", metavar="LOGDIR", help="TensorBoard log directory")
+    report.add_argument(
+        "logdir", metavar="LOGDIR", nargs="?", help="TensorBoard log directory"
+    )
+    report.add_argument(
+        "--explain",
+        metavar="KIND",
+        choices=list(_rules.DOCS),
+        help=f"print what a finding kind means ({', '.join(_rules.DOCS)})",
+    )
     report.add_argument("--json", action="store_true", help="print JSON instead")
     report.add_argument(
         "--plot",
@@ -59,6 +69,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.explain is not None:
+        print(_rules.explain(args.explain))
+        return 0
+    if args.logdir is None:
+        return _fail("give LOGDIR, the log_dir that GradWatch wrote to.")
     if args.plot is not None:
         problem = _plot_target_problem(args.plot)
         if problem:

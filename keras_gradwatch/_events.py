@@ -47,6 +47,13 @@ Sessions
     trainings. Sessions with disjoint steps (a `fit` continued with
     ``initial_epoch``) are joined. Every left-out session is named in a note.
 
+    Each session also carries what tells which training wrote it (used by
+    the report to join sibling runs): the span of the wall times of its
+    summary events (`EventFile.earliest`, `EventFile.latest`; a time that
+    is not a finite positive number is not counted) and, from TensorFlow's file name
+    ``events.out.tfevents.<time>.<host>.<pid>.<n>.v2``, its process
+    (`process`).
+
 Every problem (corrupt, truncated, oversized or invalid records, skipped
 files, unreadable directories, left-out sessions) becomes a note: one line
 of plain text for the user.
@@ -56,6 +63,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import stat
 import struct
 from collections import Counter
@@ -168,6 +176,10 @@ class EventFile:
     path: str
     start: float = math.nan
     """Wall time of the first event (the session's start); NaN if none."""
+    earliest: float = math.inf
+    latest: float = -math.inf
+    """Smallest and largest wall time of its events, of those that are finite
+    and positive; ``inf, -inf`` if none is (see `timed`)."""
     values: Values = field(default_factory=dict)
     texts: Texts = field(default_factory=dict)
     """The wanted text values; not part of `keys`, so the sessions rule is
@@ -183,6 +195,20 @@ class EventFile:
 
     def keys(self) -> set[tuple[str, int]]:
         return {(tag, step) for tag, steps in self.values.items() for step in steps}
+
+    def timed(self) -> bool:
+        """Whether its events carry wall times (`earliest`, `latest`)."""
+        return self.earliest <= self.latest
+
+
+_TF_NAME = re.compile(r"\.out\.tfevents\.\d+\.(.+)\.(\d+)\.\d+\.v2$")
+
+
+def process(path: str) -> tuple[str, str] | None:
+    """``(host, pid)`` of the process that wrote the event file at `path`,
+    from TensorFlow 2's file name; None for any other name."""
+    match = _TF_NAME.search(os.path.basename(path))
+    return None if match is None else (match[1], match[2])
 
 
 def open_regular(path: str) -> int:
@@ -382,10 +408,16 @@ def _decode(
         except DecodeError:
             result.problems["record(s) that are not events skipped"] += 1
             continue
+        wall = event.wall_time
         if result.start != result.start:  # NaN: this is the first event
-            result.start = event.wall_time
+            result.start = wall
         if not event.HasField("summary"):
             continue
+        if 0.0 < wall < math.inf:
+            if wall < result.earliest:
+                result.earliest = wall
+            if wall > result.latest:
+                result.latest = wall
         for value in event.summary.value:
             tag = value.tag
             take = chosen.get(tag)
@@ -603,12 +635,21 @@ class Run:
     texts: dict[str, str] = field(default_factory=dict)
     """Wanted text tag -> its text at the latest step of the newest session
     that has it, among the sessions kept."""
+    sessions: list[EventFile] = field(default_factory=list)
+    """Every session read, in the order of the files given."""
+    kept: list[EventFile] = field(default_factory=list)
+    """The sessions the sessions rule kept, newest first."""
 
 
 def read_run(name: str, files: list[str], wanted: Callable[[str], bool]) -> Run:
     """Reads and joins the event files of one run by the sessions rule (see
     the module docstring); `name` is the run's name in the notes."""
-    read = [read_file(path, wanted) for path in files]
+    return join(name, [read_file(path, wanted) for path in files])
+
+
+def join(name: str, read: list[EventFile]) -> Run:
+    """Joins sessions already read (see `read_run`). With one session kept,
+    `Run.values` is that session's own dictionary, not a copy."""
     notes = []
     for f in read:
         problems = [f"{n} {problem}" for problem, n in f.problems.items() if n]
@@ -622,11 +663,7 @@ def read_run(name: str, files: list[str], wanted: Callable[[str], bool]) -> Run:
             problems.append(f.stopped)
         if problems:
             notes.append(f"{name}: {os.path.basename(f.path)}: {'; '.join(problems)}")
-    newest_first = sorted(
-        read,
-        key=lambda f: (f.start if math.isfinite(f.start) else -math.inf, f.path),
-        reverse=True,
-    )
+    newest_first = sorted(read, key=newness, reverse=True)
     taken: set[tuple[str, int]] = set()
     kept, left_out = [], []
     for f in newest_first:
@@ -649,12 +686,21 @@ def read_run(name: str, files: list[str], wanted: Callable[[str], bool]) -> Run:
         )
     values: Values = {}
     texts: dict[str, str] = {}
-    for f in reversed(kept):  # oldest first: tags in first-written order
-        for tag, steps in f.values.items():
-            values.setdefault(tag, {}).update(steps)
+    if len(kept) == 1:
+        values = kept[0].values
+    else:
+        for f in reversed(kept):  # oldest first: tags in first-written order
+            for tag, steps in f.values.items():
+                values.setdefault(tag, {}).update(steps)
+    for f in reversed(kept):
         for tag, written in f.texts.items():
             texts[tag] = written[max(written)]
-    return Run(values, notes, texts)
+    return Run(values, notes, texts, list(read), kept)
+
+
+def newness(f: EventFile) -> tuple[float, str]:
+    """The sessions rule's order: by first event's wall time, then name."""
+    return (f.start if math.isfinite(f.start) else -math.inf, f.path)
 
 
 def _steps(f: EventFile) -> str:

@@ -10,7 +10,15 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from keras_gradwatch import _compat, _heldout, _rules, _summary, _validation, tags
+from keras_gradwatch import (
+    _chance,
+    _compat,
+    _heldout,
+    _rules,
+    _summary,
+    _validation,
+    tags,
+)
 from keras_gradwatch._callback import EpochLogger, logger
 from keras_gradwatch._probe import GradientProbe, Result
 
@@ -138,6 +146,8 @@ class GradWatch(EpochLogger):
         self._last_step = 0
         self._epoch = 0
         self._last_norm: float | None = None
+        self._chance = math.nan
+        self._description = ""
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         _validation.compiled(self.model)
@@ -150,6 +160,7 @@ class GradWatch(EpochLogger):
         if self._probe is None or not self._probe.matches(self.model):
             self._build_probe(self._batch)
         self._texts_due = True  # once per fit, at its first logged epoch
+        self._chance = self._chance_loss(self._batch)
         self._diagnoser = self._new_diagnoser()
         if self.every_n_steps is not None:
             self._iterations = self.model.optimizer.iterations
@@ -183,9 +194,9 @@ class GradWatch(EpochLogger):
             if self.every_n_steps is None
             else f"after every {self.every_n_steps} optimizer step(s)"
         )
-        description = (
-            "Gradient of the compiled loss on the held-out batch "
-            f"({batch.rows} samples, training={self.training}), {when}."
+        description = self._description = (
+            f"On the held-out batch ({batch.rows} samples, "
+            f"training={self.training}), {when}."
         )
         self._records = _summary.Records(
             scalar_tags=[
@@ -193,7 +204,7 @@ class GradWatch(EpochLogger):
                 tags.GLOBAL_NORM_TAG,
                 *probe.trace.signal_tags,
                 tags.HELDOUT_LOSS,
-                *([tags.EPOCH_TAG] if self.every_n_steps is not None else []),
+                tags.TRAIN_LOSS if self.every_n_steps is None else tags.EPOCH_TAG,
             ],
             histogram_tags=[tags.tag(tags.GRAD_HISTOGRAM, path) for path in paths],
             buckets=self.buckets,
@@ -204,7 +215,7 @@ class GradWatch(EpochLogger):
                 tags.tag(tags.ACTIVATION, path): name
                 for path, name in probe.trace.activations.items()
             },
-            "Activation of the layer, as configured.",
+            "Written once per fit.",
         )
         self._probe = probe
 
@@ -240,10 +251,11 @@ class GradWatch(EpochLogger):
         return int(_compat.read(self._iterations).numpy())
 
     def _log_epoch(self, epoch: int, logs: dict[str, Any] | None) -> None:
-        result = self._write_pass(epoch, ())
+        loss = _training_loss(logs)
+        result = self._write_pass(epoch, (math.nan if loss is None else loss,))
         if logs is not None:
             logs[tags.LOGS_GRAD_NORM] = result.global_norm
-        self._judge(epoch, result, None if logs is None else logs.get("loss"))
+        self._judge(epoch, result, loss)
 
     def _log_step(self, step: int) -> None:
         result = self._write_pass(step, (float(self._epoch),))
@@ -270,6 +282,10 @@ class GradWatch(EpochLogger):
         )
         if self._texts_due:
             protos += self._texts
+            if math.isfinite(self._chance):
+                protos += _summary.Records(
+                    [tags.CHANCE_LOSS], [], 1, self._description
+                ).serialize(np.array([self._chance]), np.zeros((0, 1, 3)))
             self._texts_due = False
         self._raw(step, protos)
         return result
@@ -320,7 +336,21 @@ class GradWatch(EpochLogger):
             layers=layers,
             activations=trace.activations,
             axis=self._unit,
+            chance_loss=self._chance,
         )
+
+    @property
+    def _where(self) -> str:
+        """Where this callback writes, as the user gave it."""
+        return os.path.join(os.fspath(self.log_dir), self.run)
+
+    def _chance_loss(self, batch: _heldout.Batch) -> float:
+        """The held-out labels' chance level under the compiled loss, or
+        NaN (see `keras_gradwatch._chance`); never fails the fit."""
+        try:
+            return _chance.chance_loss(self.model.loss, batch.y, batch.sample_weight)
+        except Exception:
+            return math.nan
 
     def _signal_row(self, signal: np.ndarray, prefix: str) -> np.ndarray | None:
         """One per-layer scalar of this epoch's pass, NaN where not measured."""
@@ -357,13 +387,24 @@ class GradWatch(EpochLogger):
             logger.exception("GradWatch's diagnosis failed; it is off for this fit.")
             self._diagnosing = False
             return
+        about = f"GradWatch diagnosis of {self.model.name!r} ({self._where})"
         for finding in findings:
             logger.warning(
-                "GradWatch diagnosis, %s %d: %s Try: %s",
+                "%s, %s %d: %s Try: %s",
+                about,
                 self._unit,
                 step,
                 finding.message,
                 finding.remedy,
+            )
+        for finding in self._diagnoser.ended:
+            logger.warning(
+                "%s, %s %d: %s no longer holds (%s).",
+                about,
+                self._unit,
+                step,
+                finding.kind,
+                finding.when(self._unit),
             )
 
     def _cannot_evaluate(self, error: Exception) -> str:
@@ -413,6 +454,14 @@ class GradWatch(EpochLogger):
                 "(gradient is None): %s.",
                 ", ".join(missing),
             )
+
+
+def _training_loss(logs: dict[str, Any] | None) -> float | None:
+    """The epoch's training loss from Keras' `logs`; None if not there."""
+    try:
+        return None if logs is None or "loss" not in logs else float(logs["loss"])
+    except (TypeError, ValueError):
+        return None
 
 
 def _cause(error: Exception) -> str:

@@ -4,8 +4,21 @@ Reads with `keras_gradwatch._events` (no TensorFlow, no Keras; bounded
 memory and time on any log directory). Every directory under the log
 directory whose events hold ``grad_norm/<path>`` tags is a run. Its sibling
 directories add evidence: the ``weight_change/<path>`` scalars of
-WeightNorms (any sibling, ``weights`` by default) and the ``epoch_loss`` of
-``keras.callbacks.TensorBoard``'s ``train`` run (the training loss).
+WeightNorms (any sibling, ``weights`` by default).
+
+The rules' loss is the training loss GradWatch logged itself
+(``train_loss``, Keras' ``logs["loss"]``: of this training by
+construction); in logs without it, the ``epoch_loss`` of
+``keras.callbacks.TensorBoard``'s ``train`` run; where no training loss of
+this training is there, GradWatch's ``heldout_loss``.
+
+A run is never spliced from two trainings (several ``fit`` calls or scripts
+writing into one log directory): a sibling's values join a GradWatch
+session's epochs only from an event file of the same training, one written
+by the same process (TensorFlow's event file names say which) with wall
+times overlapping that session's. Where that cannot be told (no wall
+times, or overlapping several sessions), nothing is joined, and a note
+says what was left out and why.
 
 A run written with ``GradWatch(every_n_steps=N)`` (it has the ``epoch``
 tag) is on the optimizer-step axis: its rows are the steps ``epoch`` was
@@ -35,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from keras_gradwatch import _events, spikes, tags
+from keras_gradwatch._findings import ranges
 from keras_gradwatch.diagnosis import Finding, Series, diagnose
 
 _STATS = (
@@ -68,6 +82,7 @@ _DOMAINS = {
     "act_grad_norm": "a norm, >= 0",
     "time_grad_ratio": "a ratio of norms, >= 0",
     tags.AUTOCLIP_STEP_GRAD_NORM: "a norm, >= 0",
+    tags.CHANCE_LOSS: "a finite loss, >= 0",
 }
 """What each value must be; NaN is valid where a NaN gradient makes it NaN."""
 
@@ -134,7 +149,8 @@ def load(logdir: str | os.PathLike[str]) -> Report:
     reader = _Reader(root)
     report = Report(notes=list(listing.notes))
     for directory, files in listing.runs.items():
-        values = reader.read(directory, files)
+        held = reader.run(directory, files)
+        values = held.values
         if values.get(tags.AUTOCLIP_STEP_GRAD_NORM):
             report.clips.append(
                 _clip_run(reader.name(directory), values[tags.AUTOCLIP_STEP_GRAD_NORM])
@@ -168,7 +184,7 @@ def load(logdir: str | os.PathLike[str]) -> Report:
                 "mixed into one directory"
             )
             continue
-        series = _series(directory, values, paths, epochs, reader, axis)
+        series = _series(directory, held, paths, epochs, reader, axis)
         report.runs.append(RunData(reader.name(directory), series, diagnose(series)))
     report.notes.extend(reader.notes)
     report.notes = list(dict.fromkeys(report.notes))  # each once, in order
@@ -217,11 +233,15 @@ def table(runs: list[RunData], clips: Sequence[ClipRun] = ()) -> str:
                 f"{_fmt(row['dead_units'], '{:.0%}'):>10}  "
                 f"{_fmt(row['weight_change']):>13}"
             )
+        if len(run.findings) > 1:
+            lines.append(
+                f"  fix first: {run.findings[0].kind} (findings in cause order, "
+                "causes first)"
+            )
         if run.findings:
             for finding in run.findings:
                 lines.append(
-                    f"  {finding.kind} ({s.axis}s {_ranges(finding.epochs)}): "
-                    f"{finding.message}"
+                    f"  {finding.kind} ({finding.when(s.axis)}): {finding.message}"
                 )
                 lines.append(f"    try: {finding.remedy}")
         else:
@@ -237,7 +257,7 @@ def _clip_lines(clip: ClipRun) -> list[str]:
     count = clip.spike_steps.size
     head = (
         f"run {clip.name}: AutoClip's norm at {clip.steps.size} steps "
-        f"({_ranges(tuple(int(t) for t in clip.steps))}), "
+        f"({ranges(tuple(int(t) for t in clip.steps))}), "
     )
     if not count:
         return [head + "no spikes"]
@@ -386,41 +406,46 @@ class _Reader:
 
     def __init__(self, root: str) -> None:
         self._root = root
-        self._cache: dict[str, Values] = {}
-        self.texts: dict[str, dict[str, str]] = {}
-        """Directory -> its text tags (layers' activations) -> text."""
+        self._runs: dict[str, _events.Run] = {}
         self.notes: list[str] = []
 
     def name(self, directory: str) -> str:
         return os.path.relpath(directory, self._root).replace(os.sep, "/")
 
     def read(self, directory: str, files: list[str]) -> Values:
-        key = os.path.abspath(directory)
-        if key not in self._cache:
-            run = _events.read_run(self.name(directory), files, _wanted)
-            self.notes.extend(run.notes)
-            self._cache[key] = self._clean(directory, run.values)
-            self.texts[key] = run.texts
-        return self._cache[key]
+        """The run's values, its sessions joined by the sessions rule."""
+        return self.run(directory, files).values
 
-    def _clean(self, directory: str, values: Values) -> Values:
-        """Drops values outside their domain, with one note per tag prefix."""
-        invalid: dict[str, int] = {}
-        for tag, steps in values.items():
-            prefix = tag if tag in _DOMAINS else tag.split("/", 1)[0]
-            if tag == tags.GLOBAL_NORM_TAG or prefix not in _DOMAINS:
-                continue
-            bad = [step for step, v in steps.items() if not _in_domain(prefix, v)]
-            for step in bad:
-                del steps[step]
-            if bad:
-                invalid[prefix] = invalid.get(prefix, 0) + len(bad)
-        for prefix, count in invalid.items():
-            self.notes.append(
-                f"{self.name(directory)}: {count} {prefix} value(s) left out as "
-                f"invalid data (each must be {_DOMAINS[prefix]})"
-            )
-        return values
+    def run(self, directory: str, files: list[str]) -> _events.Run:
+        """The run with its sessions, each cleaned of invalid values."""
+        key = os.path.abspath(directory)
+        if key not in self._runs:
+            read = [_events.read_file(path, _wanted) for path in files]
+            invalid: dict[str, int] = {}
+            for session in read:
+                _clean(session.values, invalid)
+            run = _events.join(self.name(directory), read)
+            self.notes.extend(run.notes)
+            for prefix, count in invalid.items():
+                self.notes.append(
+                    f"{self.name(directory)}: {count} {prefix} value(s) left out "
+                    f"as invalid data (each must be {_DOMAINS[prefix]})"
+                )
+            self._runs[key] = run
+        return self._runs[key]
+
+
+def _clean(values: Values, invalid: dict[str, int]) -> None:
+    """Drops values outside their domain, counting them per tag prefix."""
+    for tag, steps in values.items():
+        prefix = tag if tag in _DOMAINS else tag.split("/", 1)[0]
+        if tag == tags.GLOBAL_NORM_TAG or prefix not in _DOMAINS:
+            continue
+        bad = [step for step, v in steps.items() if not _in_domain(prefix, v)]
+        for step in bad:
+            del steps[step]
+        if bad:
+            invalid[prefix] = invalid.get(prefix, 0) + len(bad)
 
 
 def _wanted(tag: str) -> bool:
@@ -428,6 +453,8 @@ def _wanted(tag: str) -> bool:
         _LOSS_TAG,
         tags.AUTOCLIP_STEP_GRAD_NORM,
         tags.HELDOUT_LOSS,
+        tags.TRAIN_LOSS,
+        tags.CHANCE_LOSS,
         tags.EPOCH_TAG,
     ) or tag.split("/", 1)[0] in (
         *_STATS,
@@ -444,39 +471,72 @@ def _in_domain(prefix: str, value: float) -> bool:
         return 0.0 <= value <= 1.0
     if prefix in ("grad_nonfinite", "weight_nonfinite"):
         return math.isfinite(value) and value >= 0 and value == int(value)
+    if prefix == tags.CHANCE_LOSS:
+        return math.isfinite(value) and value >= 0
     return math.isnan(value) or value >= 0
 
 
 def _series(
     directory: str,
-    values: Values,
+    held: _events.Run,
     paths: list[str],
     epochs: list[int],
     reader: _Reader,
     axis: str,
 ) -> Series:
+    values = held.values
     loss = logged = change = nonfinite = None
     if any(f"{_WEIGHT_NONFINITE}/{p}" in values for p in paths):
         nonfinite = _grid(values, _WEIGHT_NONFINITE, paths, epochs)
-    siblings = _siblings(directory, reader.notes) if axis == "epoch" else []
-    if axis == "step" and tags.HELDOUT_LOSS in values:
+    refused_loss: list[str] = []
+    if axis == "epoch":
+        join = _Join(reader.name(directory), held, epochs)
+        candidates = [(directory, held), *_siblings(directory, reader)]
+        own = values.get(tags.TRAIN_LOSS, {})
+        if own:
+            # GradWatch's own copy of Keras' training loss: this training's.
+            logged = np.array([e in own for e in epochs])
+            loss = np.array([own.get(e, np.nan) for e in epochs])
+        for run, found in [] if own else candidates:
+            if os.path.basename(run) != _LOSS_RUN or not _has(found, [_LOSS_TAG]):
+                continue
+            grid, joined, refused = join.grid(found, [_LOSS_TAG])
+            refused_loss = join.notes("the training loss", reader.name(run), refused)
+            if joined.any():
+                logged, loss = joined[:, 0], grid[:, 0]
+            break
+        change_tags = [f"{_WEIGHT_CHANGE}/{p}" for p in paths]
+        refused_change: list[str] = []
+        for run, found in candidates:
+            if not _has(found, change_tags):
+                continue
+            grid, joined, refused = join.grid(found, change_tags)
+            if not joined.any():
+                refused_change += join.notes("weight_change", reader.name(run), refused)
+                continue
+            refused_change = join.notes("weight_change", reader.name(run), refused)
+            change = grid
+            if nonfinite is None:
+                # WeightNorms' norm: 1 where it was logged non-finite, else 0.
+                l2_tags = [f"{_WEIGHT_L2}/{p}" for p in paths]
+                norm, has_norm, _ = join.grid(found, l2_tags)
+                nonfinite = np.where(has_norm, ~np.isfinite(norm), np.nan)
+            break
+        reader.notes.extend(refused_change)
+    source = "training"
+    if loss is None and tags.HELDOUT_LOSS in values:
+        # No training loss of this training: the held-out loss GradWatch logged.
         found_loss = values[tags.HELDOUT_LOSS]
         logged = np.array([e in found_loss for e in epochs])
         loss = np.array([found_loss.get(e, np.nan) for e in epochs])
-    for run, files in ((directory, None), *siblings):
-        found = values if files is None else reader.read(run, files)
-        if os.path.basename(run) == _LOSS_RUN and _LOSS_TAG in found:
-            logged = np.array([e in found[_LOSS_TAG] for e in epochs])
-            loss = np.array([found[_LOSS_TAG].get(e, np.nan) for e in epochs])
-        if change is None and any(f"{_WEIGHT_CHANGE}/{p}" in found for p in paths):
-            change = _grid(found, _WEIGHT_CHANGE, paths, epochs)
-            if nonfinite is None:
-                # WeightNorms' norm: 1 where it was logged non-finite, else 0.
-                norm = _grid(found, _WEIGHT_L2, paths, epochs, missing=-1.0)
-                nonfinite = np.where(norm == -1.0, np.nan, ~np.isfinite(norm))
+        source = "held-out"
+        refused_loss = [
+            f"{note}; the rules use its held-out loss" for note in refused_loss
+        ]
+    reader.notes.extend(refused_loss)
     prefix = f"{_LAYER_STATS[0]}/"
     layers = [t[len(prefix) :] for t in values if t.startswith(prefix)]
-    texts = reader.texts.get(os.path.abspath(directory), {})
+    texts = held.texts
     activations = {
         layer: texts[tags.tag(tags.ACTIVATION, layer)]
         for layer in layers
@@ -503,7 +563,131 @@ def _series(
             _grid(values, "time_grad_ratio", layers, epochs) if layers else None
         ),
         axis=axis,
+        loss_source=source if loss is not None else None,
+        chance_loss=_latest(values.get(tags.CHANCE_LOSS, {})),
     )
+
+
+def _latest(steps: dict[int, float]) -> float:
+    """The value at the largest step, NaN if none."""
+    return float(steps[max(steps)]) if steps else math.nan
+
+
+def _has(run: _events.Run, wanted: list[str]) -> bool:
+    """Whether any session of `run` holds any of the `wanted` tags."""
+    return any(tag in f.values for f in run.sessions for tag in wanted)
+
+
+_OTHER, _UNSURE = "other", "unsure"
+_WHY = {
+    _OTHER: "another training wrote them (no event file of it was written by "
+    "the same process, with overlapping wall times, as the event file of this "
+    "run that logged those epochs)",
+    _UNSURE: "cannot tell which training wrote them (their event file has no "
+    "wall times, or overlaps in time several event files of this run)",
+}
+
+
+class _Join:
+    """Which sessions of a sibling run may add values to which rows of a
+    GradWatch run: those of the same training (see the module docstring)."""
+
+    def __init__(self, name: str, held: _events.Run, epochs: list[int]) -> None:
+        self.name = name
+        self.epochs = epochs
+        self.row = {e: i for i, e in enumerate(epochs)}
+        # The run's GradWatch sessions, and the rows each kept one logged.
+        self.watch = [
+            f
+            for f in held.sessions
+            if any(t.startswith("grad_norm/") for t in f.values)
+        ]
+        self.owned: dict[int, np.ndarray] = {}
+        for f in held.kept:
+            if f not in self.watch:
+                continue
+            rows = np.zeros(len(epochs), dtype=bool)
+            for tag, steps in f.values.items():
+                if tag.startswith("grad_norm/"):
+                    at = [self.row[e] for e in steps if e in self.row]
+                    rows[at] = True
+            self.owned[id(f)] = rows
+
+    def verdict(self, f: _events.EventFile) -> tuple[str, np.ndarray | None]:
+        """The rows `f`'s values may fill, or why none: `_OTHER`, `_UNSURE`."""
+        if any(f is h for h in self.watch):
+            rows = self.owned.get(id(f))
+            return ("", rows) if rows is not None else (_OTHER, None)
+        same = [_same_training(f, h) for h in self.watch]
+        if None in same or same.count(True) > 1:
+            return _UNSURE, None
+        if True not in same:
+            return _OTHER, None
+        rows = self.owned.get(id(self.watch[same.index(True)]))
+        # A session of a training whose held-out values were left out.
+        return ("", rows) if rows is not None else (_OTHER, None)
+
+    def grid(
+        self, run: _events.Run, columns: list[str]
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """``[rows, columns]`` of the tags in `columns` from `run`'s sessions
+        of this training (NaN where none), where each was joined, and per
+        reason the rows left without a value that another session had."""
+        grid = np.full((len(self.epochs), len(columns)), np.nan)
+        joined = np.zeros(grid.shape, dtype=bool)
+        refused = {_OTHER: np.zeros(len(self.epochs), dtype=bool)}
+        refused[_UNSURE] = refused[_OTHER].copy()
+        for f in sorted(run.sessions, key=_events.newness):  # newest last: wins
+            if not any(tag in f.values for tag in columns):
+                continue
+            why, rows = self.verdict(f)
+            for j, tag in enumerate(columns):
+                for step, value in f.values.get(tag, {}).items():
+                    i = self.row.get(step)
+                    if i is None:
+                        continue
+                    if rows is not None and rows[i]:
+                        grid[i, j] = value
+                        joined[i, j] = True
+                    else:
+                        refused[why][i] = True
+        for rows in refused.values():
+            rows &= ~joined.any(axis=1)
+        return grid, joined, refused
+
+    def notes(
+        self, what: str, sibling: str, refused: dict[str, np.ndarray]
+    ) -> list[str]:
+        """One line per reason some of `what` in `sibling` was not joined."""
+        return [
+            f"{self.name}: not joined: {what} in {sibling} at epochs "
+            f"{ranges(tuple(self.epochs[i] for i in np.flatnonzero(rows)))}: "
+            f"{_WHY[why]}"
+            for why, rows in refused.items()
+            if rows.any()
+        ]
+
+
+SAME_ROUND_S = 1.0
+"""Seconds by which the spans of two sessions of one training may miss each
+other: the callbacks of a training write each epoch in the same round of
+``on_epoch_end`` calls, one after the other, so a one-epoch training's
+sessions are points a callback's work apart. Two trainings closer than
+this cannot be told apart, and nothing is joined (`_UNSURE`)."""
+
+
+def _same_training(f: _events.EventFile, h: _events.EventFile) -> bool | None:
+    """Whether session `f` was written during the training of session `h`:
+    False when TensorFlow's file names say two processes or the wall-time
+    spans of their summaries do not meet (within `SAME_ROUND_S`); None when
+    either has no wall times."""
+    process, other = _events.process(f.path), _events.process(h.path)
+    if process is not None and other is not None and process != other:
+        return False
+    if not (f.timed() and h.timed()):
+        return None
+    pad = SAME_ROUND_S
+    return f.earliest - pad <= h.latest and h.earliest - pad <= f.latest
 
 
 def _grid(
@@ -524,19 +708,19 @@ def _grid(
     return grid
 
 
-def _siblings(directory: str, notes: list[str]) -> list[tuple[str, list[str]]]:
-    """Other run directories next to `directory`, with their event files;
-    WeightNorms' default first."""
+def _siblings(directory: str, reader: _Reader) -> list[tuple[str, _events.Run]]:
+    """Other run directories next to `directory`, read; WeightNorms' default
+    first."""
     parent = os.path.dirname(os.path.abspath(directory))
     me = os.path.basename(os.path.abspath(directory))
-    _, subdirs = _events.event_files(parent, notes)
+    _, subdirs = _events.event_files(parent, reader.notes)
     found = []
     for sub in subdirs:
         if os.path.basename(sub) == me:
             continue
-        files, _ = _events.event_files(sub, notes)
+        files, _ = _events.event_files(sub, reader.notes)
         if files:
-            found.append((sub, files))
+            found.append((sub, reader.run(sub, files)))
     found.sort(key=lambda item: os.path.basename(item[0]) != tags.WEIGHTS_RUN)
     return found
 
@@ -563,33 +747,12 @@ def _last(values: np.ndarray | None, column: int) -> float:
 
 
 def _epoch_summary(s: Series) -> str:
-    text = f"{s.epochs.size} logged {s.axis}s ({_ranges(tuple(s.epochs))})"
+    text = f"{s.epochs.size} logged {s.axis}s ({ranges(tuple(s.epochs))})"
     if s.loss is not None and np.isfinite(s.loss).any():
         finite = s.loss[np.isfinite(s.loss)]
         which = "held-out" if s.axis == "step" else "train"
         text += f", {which} loss {finite[0]:.4g} -> {finite[-1]:.4g}"
     return text
-
-
-def _ranges(epochs: tuple[int, ...]) -> str:
-    """``(0, 1, 2, 5)`` -> ``"0-2, 5"``; ``(50, 100, 150, 200, 230)`` ->
-    ``"50-200 every 50, 230"``: runs of three or more at one stride."""
-    parts: list[str] = []
-    i, n = 0, len(epochs)
-    while i < n:
-        j = i + 1
-        if j < n:
-            stride = epochs[j] - epochs[i]
-            while j + 1 < n and epochs[j + 1] - epochs[j] == stride:
-                j += 1
-        if j < n and (stride == 1 or j - i >= 2):
-            every = "" if stride == 1 else f" every {stride}"
-            parts.append(f"{epochs[i]}-{epochs[j]}{every}")
-            i = j + 1
-        else:
-            parts.append(str(epochs[i]))
-            i += 1
-    return ", ".join(parts)
 
 
 def _fmt(value: float, spec: str = "{:.2e}") -> str:

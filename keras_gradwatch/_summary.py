@@ -26,7 +26,7 @@ from tensorboard.plugins.histogram import metadata as histogram_metadata
 from tensorboard.plugins.scalar import metadata as scalar_metadata
 from tensorboard.plugins.text import metadata as text_metadata
 
-from keras_gradwatch import _compat
+from keras_gradwatch import _compat, tags
 
 
 def open_writer(
@@ -85,7 +85,9 @@ class Records:
         scalar_tags: Tags of the float32 scalars, in the order of the values.
         histogram_tags: Tags of the ``[buckets, 3]`` float64 histograms.
         buckets: Number of histogram buckets.
-        description: The description every summary carries.
+        description: What every summary's description ends with (when and
+            on what data), after what its tag's statistic is
+            (`keras_gradwatch.tags.describe`).
     """
 
     def __init__(
@@ -95,11 +97,18 @@ class Records:
         buckets: int,
         description: str,
     ) -> None:
-        scalar = _metadata(scalar_metadata, description)
-        hist = _metadata(histogram_metadata, description)
-        self._scalars = [_template(t, scalar, np.float32, ()) for t in scalar_tags]
+        def about(name: str) -> str:
+            return f"{tags.describe(name)} {description}".strip()
+
+        self._scalars = [
+            _template(t, _metadata(scalar_metadata, about(t)), np.float32, ())
+            for t in scalar_tags
+        ]
         self._histograms = [
-            _template(t, hist, np.float64, (buckets, 3)) for t in histogram_tags
+            _template(
+                t, _metadata(histogram_metadata, about(t)), np.float64, (buckets, 3)
+            )
+            for t in histogram_tags
         ]
 
     def serialize(self, scalars: np.ndarray, histograms: np.ndarray) -> list[bytes]:
@@ -171,14 +180,16 @@ def _template(
 
 def text_protos(texts: dict[str, str], description: str) -> list[bytes]:
     """One serialized `Summary` per tag: a rank-0 string tensor, as
-    `tf.summary.text` writes it (TensorBoard's text plugin)."""
-    metadata = _metadata(text_metadata, description)
+    `tf.summary.text` writes it (TensorBoard's text plugin); `description`
+    follows what the tag is (`keras_gradwatch.tags.describe`)."""
     return [
         summary_pb2.Summary(
             value=[
                 summary_pb2.Summary.Value(
                     tag=tag,
-                    metadata=metadata,
+                    metadata=_metadata(
+                        text_metadata, f"{tags.describe(tag)} {description}".strip()
+                    ),
                     tensor=tensor_pb2.TensorProto(
                         dtype=tf.string.as_datatype_enum,
                         tensor_shape=tensor_shape_pb2.TensorShapeProto(),
@@ -193,11 +204,13 @@ def text_protos(texts: dict[str, str], description: str) -> list[bytes]:
 
 def scalar(tag: str, value: tf.Tensor, description: str) -> tf.Operation:
     """Writes a scalar the way TensorBoard's scalar plugin stores it, at the
-    default writer's step."""
+    default writer's step; `description` follows what the tag is
+    (`keras_gradwatch.tags.describe`)."""
+    about = f"{tags.describe(tag)} {description}".strip()
     return tf.summary.write(
         tag,
         tf.cast(value, tf.float32),
-        metadata=_metadata(scalar_metadata, description),
+        metadata=_metadata(scalar_metadata, about),
     )
 
 

@@ -123,10 +123,7 @@ class _Pass:
     variables are the same objects in the same order.
     """
 
-    _DESCRIPTION = (
-        "Trainable weights at the end of the epoch; weight_change is "
-        "relative to the previous logged epoch."
-    )
+    _DESCRIPTION = "At the end of the epoch."
 
     def __init__(self, weights: list[Any], buckets: int | None) -> None:
         self.weights = weights

@@ -12,7 +12,8 @@ Which data
     step), with the weights as they are at that moment.
     By default the forward pass runs with ``training=False`` (Dropout off,
     BatchNormalization uses its moving statistics). Every summary carries a
-    description naming the batch size and the ``training`` flag.
+    description: what its statistic is (`describe`), then the batch size and
+    the ``training`` flag.
 
 Runs
     Summaries go to ``<log_dir>/<run>`` (default run: ``heldout``), next to
@@ -40,11 +41,26 @@ Tags (``<path>`` is the Keras ``weight.path``, e.g. ``sequential/dense_1/kernel`
                                              the weight itself
     ``heldout_loss``              scalar     the compiled loss on the held-out
                                              batch, which the gradients are of
+    ``train_loss``                scalar     per epoch only (not with
+                                             ``every_n_steps``): the epoch's
+                                             training loss from Keras'
+                                             ``logs["loss"]``, NaN if none;
+                                             the diagnosis' loss
+    ``heldout_chance_loss``       scalar     the loss of the best constant
+                                             prediction of the held-out labels
+                                             (chance level; once per ``fit``,
+                                             where known: see below)
     ``epoch``                     scalar     ``every_n_steps`` only: the
                                              (0-based) epoch the step fell in
     ============================  =========  ====================================
 
     The same global norm is put into the epoch ``logs`` under ``grad_norm``.
+    ``heldout_chance_loss`` is written at the first logged epoch of a ``fit``
+    for a single-output model compiled with binary, categorical or sparse
+    categorical cross-entropy (the entropy of the label frequencies, label
+    smoothing applied: ln 2 for balanced binary labels) or mean squared
+    error (the labels' variance), without sample weights; the diagnosis
+    says when a stalled loss sits at it.
     ``weight_nonfinite`` exists because a non-finite weight need not show in
     its gradient: with oneDNN kernels (``TF_ENABLE_ONEDNN_OPTS=1``) a fused
     MatMul + BiasAdd + Relu maps NaN to 0 in graph mode, so a layer whose
@@ -206,6 +222,10 @@ ACTIVATION = "activation"
 
 GLOBAL_NORM_TAG = "grad_norm/global"
 HELDOUT_LOSS = "heldout_loss"
+TRAIN_LOSS = "train_loss"
+"""Written per epoch (not with ``every_n_steps``): Keras' ``logs["loss"]``."""
+CHANCE_LOSS = "heldout_chance_loss"
+"""The loss of the best constant prediction of the held-out labels."""
 EPOCH_TAG = "epoch"
 """Written with ``every_n_steps`` only: its presence marks the step axis."""
 LOGS_GRAD_NORM = "grad_norm"
@@ -223,6 +243,66 @@ AUTOCLIP_RUN = "autoclip"
 AUTOCLIP_STEP_GRAD_NORM = "autoclip/step_grad_norm"
 AUTOCLIP_STEP_THRESHOLD = "autoclip/step_threshold"
 """AutoClip's per-step tags (``every_n_steps``)."""
+
+
+_DESCRIPTIONS = {
+    GRAD_HISTOGRAM: "Histogram of the gradient's finite values.",
+    "grad_norm": "L2 norm of the weight's gradient.",
+    "grad_mean_abs": "Mean absolute value of the weight's gradient.",
+    "grad_max_abs": "Largest absolute value of the weight's gradient.",
+    "grad_to_weight": "L2 norm of the gradient over the weight's L2 norm.",
+    "grad_dead_units": (
+        "Fraction of the weight's units (last axis) whose gradient is exactly 0."
+    ),
+    "grad_nonfinite": "Count of NaN and Inf elements of the weight's gradient.",
+    GLOBAL_NORM_TAG: "L2 norm of all gradients together.",
+    WEIGHT_NONFINITE: "Count of NaN and Inf elements of the weight itself.",
+    HELDOUT_LOSS: "The compiled loss on the held-out batch.",
+    TRAIN_LOSS: (
+        "The training loss Keras reported for the epoch (logs['loss']), NaN "
+        "where it reported none."
+    ),
+    CHANCE_LOSS: (
+        "The loss of the best constant prediction of the held-out labels "
+        "(the label entropy for cross-entropy, their variance for MSE): the "
+        "chance level."
+    ),
+    EPOCH_TAG: "The 0-based epoch this optimizer step fell in.",
+    ACT_GRAD_NORM: "L2 norm of the loss' gradient with respect to the layer's output.",
+    ACT_GRAD_RMS: (
+        "Root mean square element of the loss' gradient with respect to the "
+        "layer's output."
+    ),
+    TIME_GRAD_RATIO: (
+        "Gradient norm at the first time step of the input over that at the "
+        "last (< 1: shrinks going back in time)."
+    ),
+    TIME_GRAD_NORM: (
+        "Gradient norm at the time step this % of the way through the sequence."
+    ),
+    ACTIVATION: "The layer's activation, as configured.",
+    WEIGHT_HISTOGRAM: "Histogram of the weight's values.",
+    "weight_l1": "L1 norm of the weight.",
+    "weight_l2": "L2 norm of the weight.",
+    "weight_change": (
+        "L1 norm of the weight's change since the previous logged epoch, over "
+        "its L1 norm."
+    ),
+    AUTOCLIP_STEP_GRAD_NORM: "Global gradient norm of the step, before clipping.",
+    AUTOCLIP_STEP_THRESHOLD: "The bound the step's global norm was held to.",
+    "autoclip/threshold": "The bound in force after the epoch's last step.",
+    "autoclip/max_norm": "Largest finite global gradient norm of the epoch.",
+    "autoclip/clipped_steps": "Steps of the epoch that were clipped.",
+    "autoclip/skipped_steps": "Steps of the epoch skipped as non-finite.",
+}
+
+
+def describe(name: str) -> str:
+    """What the statistic under tag `name` is, in one sentence (the tag's
+    TensorBoard description, before the callback says when and on what)."""
+    if name in _DESCRIPTIONS:
+        return _DESCRIPTIONS[name]
+    return _DESCRIPTIONS.get(name.split("/", 1)[0], "")
 
 
 def tag(prefix: str, path: str) -> str:

@@ -11,6 +11,7 @@ import pytest
 
 from keras_gradwatch import diagnosis
 from keras_gradwatch.diagnosis import (
+    CAUSE_ORDER,
     KINDS,
     Finding,
     Series,
@@ -376,14 +377,21 @@ def test_measured_update_beats_gradient_size():
     assert diagnose(make(ratio, weight_change=change, loss=plateau_loss(0))) == []
 
 
-def test_plateau_that_training_left_is_not_stalled():
+def test_plateau_that_training_left_is_history():
     ratio = np.full((EPOCHS, 3), HEALTHY)
     change = np.full(ratio.shape, 1e-4)
     loss = np.full(EPOCHS, 0.69)
     loss[8:] = [0.6, 0.5]  # the loss moves again at the end
-    assert diagnose(make(ratio, weight_change=change, loss=loss)) == []
+    (left,) = diagnose(make(ratio, weight_change=change, loss=loss))
+    assert left.kind == "stalled"
+    assert not left.current
+    assert left.epochs[-1] < 8
+    assert left.when().endswith("not since")
     loss[8:] = 0.69
-    assert kinds(diagnose(make(ratio, weight_change=change, loss=loss))) == ["stalled"]
+    (held,) = diagnose(make(ratio, weight_change=change, loss=loss))
+    assert held.kind == "stalled"
+    assert held.current
+    assert held.epochs[-1] == EPOCHS - 1
 
 
 def test_no_loss_no_stalled():
@@ -398,18 +406,21 @@ def test_stalled_needs_a_full_window():
 # --- reporting -------------------------------------------------------------
 
 
-def test_vanishing_and_dead_units_that_training_left_are_not_reported():
+def test_vanishing_and_dead_units_that_training_left_are_history():
     """BatchNorm rescues a deep sigmoid net after a few epochs: what held at
-    the start and no longer holds is history (the live run warned then)."""
+    the start and no longer holds is reported with its epochs, not current
+    (the live run warned then, and the report says the same)."""
     ratio = np.full((EPOCHS, 3), HEALTHY)
     ratio[:4, 1] = 1e-6
     dead = np.zeros_like(ratio)
     dead[:4, 0] = 0.9
-    assert diagnose(make(ratio, dead=dead)) == []
-    assert kinds(diagnose(make(ratio[:4], dead=dead[:4]))) == [
-        "vanishing",
-        "dead_units",
-    ]
+    findings = diagnose(make(ratio, dead=dead))
+    assert kinds(findings) == ["dead_units", "vanishing"]
+    assert [f.current for f in findings] == [False, False]
+    assert all(f.epochs == (0, 1, 2, 3) for f in findings)
+    findings = diagnose(make(ratio[:4], dead=dead[:4]))
+    assert kinds(findings) == ["dead_units", "vanishing"]
+    assert [f.current for f in findings] == [True, True]
 
 
 def test_persistent_condition_is_one_finding():
@@ -435,7 +446,7 @@ def test_min_epochs_threshold():
     assert diagnose(make(ratio), thresholds=Thresholds(min_epochs=4)) == []
 
 
-def test_findings_come_in_kinds_order():
+def test_findings_come_in_cause_order():
     ratio = np.full((EPOCHS, 4), HEALTHY)
     ratio[:, 1] = 1e-6
     ratio[:, 2] = 1e3
@@ -452,8 +463,11 @@ def test_findings_come_in_kinds_order():
         loss=np.full(EPOCHS, 0.7),
     )
     # `stalled` is left out when another rule explains the stall.
-    assert kinds(diagnose(series)) == list(KINDS[:-1])
-    assert KINDS == ("vanishing", "exploding", "non_finite", "dead_units", "stalled")
+    assert kinds(diagnose(series)) == list(CAUSE_ORDER[:-1])
+    assert CAUSE_ORDER == (
+        "non_finite", "exploding", "dead_units", "vanishing", "stalled"
+    )  # fmt: skip
+    assert sorted(CAUSE_ORDER) == sorted(KINDS)
 
 
 def test_new_findings_by_kind_and_weights():
@@ -477,7 +491,10 @@ def test_to_dict_is_valid_json():
     (finding,) = diagnose(make(ratio))
     data = finding.to_dict()
     assert data["kind"] == "vanishing"
-    assert set(data) == {"kind", "weights", "epochs", "message", "remedy", "evidence"}
+    assert set(data) == {
+        "kind", "weights", "epochs", "message", "remedy", "evidence", "current"
+    }  # fmt: skip
+    assert data["current"] is True
     assert json.loads(json.dumps(data, allow_nan=False)) == data
     odd = Finding("exploding", ("a",), (1,), {"x": float("inf")}, "m", "r")
     assert odd.to_dict()["evidence"] == {"x": None}
@@ -581,8 +598,8 @@ def test_evidence_holds_the_number_the_message_cites():
     dead = np.zeros_like(ratio)
     dead[:, 0] = np.linspace(1.0, 0.75, EPOCHS)
     findings = diagnose(make(ratio, dead=dead, loss=falling_loss()))
-    assert kinds(findings) == ["vanishing", "exploding", "dead_units"]
-    vanishing, exploding, dead_units = findings
+    assert kinds(findings) == ["exploding", "dead_units", "vanishing"]
+    exploding, dead_units, vanishing = findings
     assert vanishing.evidence["relative_grad_to_weight/net/dense_1/kernel"] == (
         pytest.approx(1e-4)
     )

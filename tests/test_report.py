@@ -1,5 +1,6 @@
 """`gradwatch report`: real event files in, table / JSON / picture out."""
 
+import dataclasses
 import json
 import shutil
 import struct
@@ -13,8 +14,9 @@ import pytest
 import tensorflow as tf
 
 from helpers import read_run
-from keras_gradwatch import GradWatch, WeightNorms, _report, tags
+from keras_gradwatch import GradWatch, WeightNorms, _report, _rules, tags
 from keras_gradwatch._cli import main
+from keras_gradwatch.diagnosis import KINDS, Thresholds
 
 pytestmark = pytest.mark.numeric
 
@@ -168,6 +170,7 @@ def test_json_schema(logdir, capsys):
         "message",
         "remedy",
         "evidence",
+        "current",
     }
     assert finding["kind"] == "vanishing"
     assert finding["weights"] == SYNTHETIC[:1]
@@ -212,10 +215,38 @@ def test_directory_without_gradwatch_data(logdir, tmp_path, capsys):
     assert "no GradWatch logs" in capsys.readouterr().err
 
 
-def test_bad_usage_exits_2():
+def test_bad_usage_exits_2(capsys):
     with pytest.raises(SystemExit) as info:
-        main(["report"])
+        main([])
     assert info.value.code == 2
+    assert main(["report"]) == 2
+    assert "give LOGDIR" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        main(["report", "--explain", "sad"])
+    assert info.value.code == 2
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_explain_prints_each_kinds_documentation(kind, capsys):
+    """Every kind is documented in full (what fires, its thresholds with
+    their values, why, a run it fires on and one it is silent on), and
+    ``--explain`` prints that text."""
+    doc = _rules.DOCS[kind]
+    assert doc.complete() == []
+    assert main(["report", "--explain", kind]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(kind)
+    for section in ("Thresholds:", "Why:", "Fires on:", "Silent on:"):
+        assert section in out
+    for name in doc.thresholds:
+        assert f"{name} = {getattr(Thresholds(), name)!r}" in out
+    assert " ".join(doc.mechanism.split())[:60] in " ".join(out.split())
+
+
+def test_incomplete_documentation_is_caught():
+    doc = _rules.DOCS["stalled"]
+    broken = dataclasses.replace(doc, example=" ", thresholds=("stall_nope",))
+    assert broken.complete() == ["example", "threshold stall_nope"]
 
 
 def test_truncated_last_record_still_reads(logdir, tmp_path):

@@ -152,6 +152,13 @@ def test_tensorboard_server_serves_histograms_and_scalars(server, logdir):
     )
     scalar_tags = _get(server, "/data/plugin/scalars/tags")[tags.DEFAULT_RUN]
     assert tags.GLOBAL_NORM_TAG in scalar_tags
+    # Each statistic says what it is, then on what data and when.
+    kinds = {t.split("/")[0]: scalar_tags[t]["description"] for t in scalar_tags}
+    assert kinds[tags.HELDOUT_LOSS].startswith("The compiled loss on the held-out")
+    assert "exactly 0" in kinds["grad_dead_units"]
+    assert "NaN and Inf" in kinds["grad_nonfinite"]
+    assert len(set(kinds.values())) == len(kinds)
+    assert all("(32 samples, training=False)" in d for d in kinds.values())
     assert {f"grad_norm/{p}" for p in sizes} <= set(scalar_tags)
 
     kernel = next(p for p in sizes if p.endswith("conv2d/kernel"))

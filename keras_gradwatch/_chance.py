@@ -1,0 +1,96 @@
+"""The chance level of a task: the loss of the best constant prediction.
+
+For the losses below the loss is linear in the label, so the constant
+prediction that minimizes it on a batch is the mean label (the label
+frequencies for cross-entropy) and its loss has a closed form:
+
+- binary cross-entropy: ``H(p)`` per output, ``p`` the mean label (ln 2 for
+  balanced binary labels), averaged over the last axis as Keras does;
+- categorical cross-entropy: the entropy of the mean one-hot label;
+- sparse categorical cross-entropy: the entropy of the label frequencies;
+- mean squared error: the variance of the label, averaged over the last
+  axis.
+
+Label smoothing ``s`` moves each label toward the uniform one first, as the
+loss does. Anything else (other losses, several outputs, sample weights,
+labels the formula does not fit) has no chance level here: NaN.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+_BINARY = {"binary_crossentropy", "BinaryCrossentropy", "bce"}
+_CATEGORICAL = {"categorical_crossentropy", "CategoricalCrossentropy", "cce"}
+_SPARSE = {"sparse_categorical_crossentropy", "SparseCategoricalCrossentropy"}
+_SQUARED = {"mean_squared_error", "MeanSquaredError", "mse"}
+
+
+def chance_loss(loss: Any, y: Any, sample_weight: Any = None) -> float:
+    """The loss of the best constant prediction of labels `y` under the
+    compiled `loss` (a name, a Keras loss or its function); NaN where not
+    known (see the module docstring)."""
+    if y is None or sample_weight is not None:
+        return math.nan
+    name, smoothing = _identify(loss)
+    try:
+        labels = np.asarray(y, dtype=np.float64)
+    except (TypeError, ValueError):
+        return math.nan
+    if labels.size == 0 or not np.isfinite(labels).all():
+        return math.nan
+    if name in _SPARSE:
+        return _sparse(labels)
+    if labels.ndim == 1:
+        labels = labels[:, None]
+    if name in _BINARY:
+        if labels.min() < 0 or labels.max() > 1:
+            return math.nan
+        p = labels.mean(axis=0) * (1 - smoothing) + smoothing / 2
+        return float(np.mean(_entropy(p) + _entropy(1 - p)))
+    if name in _CATEGORICAL:
+        if labels.min() < 0 or labels.shape[-1] < 2:
+            return math.nan
+        flat = labels.reshape(-1, labels.shape[-1])
+        k = flat.shape[-1]
+        p = flat.mean(axis=0) * (1 - smoothing) + smoothing / k
+        return float(np.sum(_entropy(p)))
+    if name in _SQUARED:
+        return float(np.mean(labels.reshape(len(labels), -1).var(axis=0)))
+    return math.nan
+
+
+def _sparse(labels: np.ndarray) -> float:
+    flat = labels.ravel()
+    if flat.min() < 0 or (flat != np.round(flat)).any():
+        return math.nan
+    p = np.bincount(flat.astype(np.int64)) / flat.size
+    return float(np.sum(_entropy(p)))
+
+
+def _entropy(p: np.ndarray) -> np.ndarray:
+    """``-p ln p`` element-wise, 0 at ``p = 0``."""
+    p = np.asarray(p, dtype=np.float64)
+    return -np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0)
+
+
+def _identify(loss: Any) -> tuple[str, float]:
+    """The loss' name (string, class or function name) and label smoothing."""
+    if isinstance(loss, str):
+        return loss, 0.0
+    smoothing = 0.0
+    config = getattr(loss, "get_config", None)
+    if callable(config):
+        try:
+            smoothing = float(config().get("label_smoothing", 0.0) or 0.0)
+        except Exception:
+            return "", 0.0
+    name = type(loss).__name__
+    if name == "function":
+        name = getattr(loss, "__name__", "")
+    elif name == "LossFunctionWrapper":
+        name = getattr(getattr(loss, "fn", None), "__name__", "")
+    return name, smoothing
