@@ -14,9 +14,14 @@ verdict. Where a seed's measurement does not show the kinds the scenario is
 built for, the row says "label not confirmed" and the run is scored against
 what was measured.
 
-Scoring is per kind: a finding of a measured kind is a true positive, of a
-kind neither measured nor tolerated a false positive (any finding on a
-healthy run is one), a measured kind not found a false negative. The same
+Scoring is per kind, on the findings that are *current* at the end of the
+run (`Finding.current`), since the measurement is of the trained model: a
+finding of a measured kind is a true positive, of a kind neither measured
+nor tolerated a false positive (any current finding on a healthy run is
+one), a measured kind not found a false negative. Findings that held and
+ended (history) are listed, not scored. A run whose current findings
+contradict each other or the logged statistics counts in ``contradictions``
+(`contradictions` says which). The same
 logs are judged by AUTOTRAINER's published rules (`autotrainer.py`), whose
 ``unstable`` verdict counts as a false positive of no kind.
 
@@ -47,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import autotrainer  # noqa: E402
 import diagnosis_oracle as oracle  # noqa: E402
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 from diagnosis_scenarios import HALVES, SCENARIOS, Scenario, two_circles  # noqa: E402
 
 from keras_gradwatch import GradWatch, WeightNorms, _report  # noqa: E402
@@ -64,6 +70,8 @@ class Outcome:
     confirmed: bool
     measurement: oracle.Measurement
     found: set[str]
+    history: set[str]
+    contradictions: list[str]
     autotrainer: set[str]
     seconds: float
 
@@ -92,7 +100,8 @@ def run(name: str, seed: int, logdir: str, epochs: int | None) -> Outcome:
     seconds = time.perf_counter() - start
     label, tolerated = oracle.label(m)
     (data,) = _report.load(run_dir).runs
-    found = {finding.kind for finding in data.findings}
+    found = {f.kind for f in data.findings if f.current}
+    history = {f.kind for f in data.findings if not f.current}
     accuracy = autotrainer.read_scalars(run_dir, "train", ["epoch_accuracy"])
     weights = autotrainer.read_scalars(run_dir, "weights", ["weight_l2/"])
     shapes = {w.path: tuple(w.shape) for w in model.trainable_weights}
@@ -100,9 +109,27 @@ def run(name: str, seed: int, logdir: str, epochs: int | None) -> Outcome:
         data.series, accuracy.get("epoch_accuracy", {}), weights, shapes, epochs
     )
     return Outcome(
-        name, seed, label, tolerated, label == sc.intended, m, found, set(auto),
-        seconds,
+        name, seed, label, tolerated, label == sc.intended, m, found, history,
+        contradictions(data), set(auto), seconds,
     )  # fmt: skip
+
+
+def contradictions(data: _report.RunData) -> list[str]:
+    """What the current findings of one run say against each other or the
+    logged statistics: vanishing and exploding at once (one direction per
+    run), exploding where every gradient is exactly 0 at the last logged
+    epoch (a collapse), non_finite next to a verdict on the statistics of
+    non-finite weights."""
+    found = {f.kind for f in data.findings if f.current}
+    said = []
+    if {"vanishing", "exploding"} <= found:
+        said.append("vanishing and exploding")
+    last = data.series.grad_norm[-1]
+    if "exploding" in found and np.isfinite(last).all() and not last.any():
+        said.append("exploding with every gradient 0")
+    if "non_finite" in found and found & {"dead_units", "vanishing", "stalled"}:
+        said.append("non_finite with " + _kinds(found - {"non_finite", "exploding"}))
+    return said
 
 
 def score(outcomes: Iterable[Outcome], detector: str) -> dict[str, dict]:
@@ -148,9 +175,14 @@ def print_runs(outcomes: list[Outcome]) -> None:
         if not o.confirmed:
             label += f"; label not confirmed (built for {_kinds(sc.intended)})"
         mark = "" if o.found <= o.label | o.tolerated and o.label <= o.found else " ✗"
+        found = _kinds(o.found) + mark
+        if o.history:
+            found += f"; earlier: {_kinds(o.history)}"
+        if o.contradictions:
+            found += f"; contradicts: {'; '.join(o.contradictions)}"
         print(
             f"| {o.seed} | {o.name} | {sc.family} | {label} | "
-            f"{o.measurement.summary()} | {_kinds(o.found)}{mark} | "
+            f"{o.measurement.summary()} | {found} | "
             f"{_kinds(o.autotrainer)} | {o.seconds:.1f} |"
         )
 
@@ -200,13 +232,16 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
               "autotrainer": score(outcomes, "autotrainer")}  # fmt: skip
     print_scores(f"Pooled over seeds {args.seeds}", *pooled.values())
     unconfirmed = [(o.name, o.seed) for o in outcomes if not o.confirmed]
+    contradicting = [(o.name, o.seed) for o in outcomes if o.contradictions]
     print(f"\n{len(outcomes)} runs in {seconds:.0f} s; labels not confirmed: "
-          f"{unconfirmed or 'none'}")  # fmt: skip
+          f"{unconfirmed or 'none'}; runs with contradictory findings: "
+          f"{contradicting or 'none'}")  # fmt: skip
     return {
         "outcomes": outcomes,
         "per_seed": per_seed,
         "pooled": pooled,
         "unconfirmed": unconfirmed,
+        "contradictions": contradicting,
         "seconds": seconds,
         "precision": pooled["gradwatch"]["overall"]["precision"],
         "recall": pooled["gradwatch"]["overall"]["recall"],

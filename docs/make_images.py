@@ -4,6 +4,9 @@ Produces, from a fresh training of ``examples/two_circles.py`` (tanh with bad
 init vs ReLU with He init):
 
 * ``docs/report.txt``: the output of ``gradwatch report LOGDIR``;
+* ``docs/live.txt``: what GradWatch said live during that training;
+* the README's two blocks between ``<!-- make_images: NAME -->`` and
+  ``<!-- /make_images -->`` (the live log and the report), the same text;
 * ``docs/gradient_flow.png``: the picture of ``gradwatch report LOGDIR --plot``,
   mean |gradient| per kernel from input to output, one panel per model;
 * ``docs/tensorboard_histograms.png``: a screenshot of TensorBoard's Histograms
@@ -32,6 +35,7 @@ import contextlib
 import importlib.util
 import io
 import json
+import logging
 import os
 import shutil
 import socket
@@ -51,6 +55,10 @@ RUNS = ("tanh_uniform", "relu_he")
 """The top-level runs ``examples/two_circles.py`` writes."""
 
 REPORT = DOCS / "report.txt"
+LIVE = DOCS / "live.txt"
+README = REPO / "README.md"
+SHOWN = "logs/two_circles"
+"""The log directory as the README's readers have it: the example's default."""
 PLOT = DOCS / "gradient_flow.png"
 SCREENSHOT = DOCS / "tensorboard_histograms.png"
 
@@ -89,11 +97,12 @@ def main(argv: list[str] | None = None) -> int:
 
     prepare_logdir(logdir)
     print(f"training {EXAMPLE.name} into {shown} ({args.epochs} epochs per model)")
-    train(logdir, args.epochs)
-
-    report = gradwatch(["report", str(logdir)])
-    REPORT.write_text(report.replace(str(logdir), shown), encoding="utf-8")
-    print(f"wrote {display_path(REPORT)}")
+    told = story(logdir, args.epochs)
+    for path, text in ((LIVE, told["live"]), (REPORT, told["report"])):
+        path.write_text(text, encoding="utf-8")
+        print(f"wrote {display_path(path)}")
+    README.write_text(readme_with(told), encoding="utf-8")
+    print(f"wrote {display_path(README)}")
     gradwatch(["report", str(logdir), "--plot", str(PLOT)])
     print(f"wrote {display_path(PLOT)}")
 
@@ -142,14 +151,59 @@ def prepare_logdir(logdir: Path) -> None:
     shutil.rmtree(logdir)
 
 
-def train(logdir: Path, epochs: int) -> None:
+def story(logdir: Path, epochs: int, *options: str) -> dict[str, str]:
+    """Trains the example into `logdir` (with its `options`) and returns
+    what it tells: ``live``, GradWatch's log lines, and ``report``, the
+    output of ``gradwatch report``; `logdir` shown as `SHOWN`."""
+    lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    logger = logging.getLogger("keras_gradwatch")
+    keep = Keep(logging.WARNING)
+    logger.addHandler(keep)
+    try:
+        train(logdir, epochs, *options)
+    finally:
+        logger.removeHandler(keep)
+    report = gradwatch(["report", str(logdir)])
+    return {
+        "live": "".join(f"{line}\n" for line in lines).replace(str(logdir), SHOWN),
+        "report": report.replace(str(logdir), SHOWN),
+    }
+
+
+def readme_with(told: dict[str, str]) -> str:
+    """The README with its generated blocks replaced by `told`'s texts."""
+    text = README.read_text(encoding="utf-8")
+    for name, body in told.items():
+        start, end = f"<!-- make_images: {name} -->\n", "<!-- /make_images -->"
+        before, found, rest = text.partition(start)
+        if not found or end not in rest:
+            sys.exit(f"make_images: README.md has no {start.strip()} block")
+        text = before + start + block(body) + end + rest.split(end, 1)[1]
+    return text
+
+
+def block(body: str) -> str:
+    """`body` as the README shows it: a text code block."""
+    return f"```text\n{body.rstrip()}\n```\n"
+
+
+def train(logdir: Path, epochs: int, *options: str) -> None:
     """Runs ``examples/two_circles.py``'s ``main`` in this process."""
     spec = importlib.util.spec_from_file_location("two_circles", EXAMPLE)
     if spec is None or spec.loader is None:
         sys.exit(f"make_images: cannot load {EXAMPLE}")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.main(["--logdir", str(logdir), "--epochs", str(epochs)])
+    sys.path.insert(0, str(EXAMPLE.parent))  # its `progress` helper
+    try:
+        spec.loader.exec_module(module)
+        module.main(["--logdir", str(logdir), "--epochs", str(epochs), *options])
+    finally:
+        sys.path.remove(str(EXAMPLE.parent))
 
 
 def gradwatch(argv: list[str]) -> str:

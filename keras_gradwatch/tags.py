@@ -257,7 +257,7 @@ _DESCRIPTIONS = {
     "grad_nonfinite": "Count of NaN and Inf elements of the weight's gradient.",
     GLOBAL_NORM_TAG: "L2 norm of all gradients together.",
     WEIGHT_NONFINITE: "Count of NaN and Inf elements of the weight itself.",
-    HELDOUT_LOSS: "The compiled loss on the held-out batch.",
+    HELDOUT_LOSS: "The compiled loss, which the gradients are of.",
     TRAIN_LOSS: (
         "The training loss Keras reported for the epoch (logs['loss']), NaN "
         "where it reported none."

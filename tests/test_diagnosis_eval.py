@@ -144,6 +144,7 @@ def fit_live(name, epochs, tmp_path, caplog):
     scenario = EVAL.SCENARIOS[name]
     x, y, xt, yt = scenario.data(1)
     model = scenario.build()
+    fit_live.model_name = model.name
     with caplog.at_level(logging.WARNING, logger="keras_gradwatch"):
         model.fit(
             x, y, epochs=epochs, batch_size=32, verbose=0,
@@ -155,7 +156,9 @@ def fit_live(name, epochs, tmp_path, caplog):
 def test_live_warning_once_per_new_finding(tmp_path, caplog):
     lines = fit_live("sigmoid_deep", 6, tmp_path, caplog)
     assert len(lines) == 1, lines
-    assert lines[0].startswith("GradWatch diagnosis, epoch ")
+    where = tmp_path / "heldout"
+    name = fit_live.model_name
+    assert lines[0].startswith(f"GradWatch diagnosis of {name!r} ({where}), epoch ")
     assert "Gradients vanish toward the input" in lines[0]
     assert "Try: Use ReLU or leaky ReLU" in lines[0]
 

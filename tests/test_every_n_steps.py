@@ -180,7 +180,7 @@ def test_report_reads_the_step_axis_and_diagnoses_it(tmp_path, caplog):
     assert "4 logged steps (4-16 every 4), held-out loss" in text
     assert "vanishing (steps " in text
     assert _report.to_json(loaded)["runs"][0]["axis"] == "step"
-    assert "GradWatch diagnosis, step " in caplog.text
+    assert "/heldout), step " in caplog.text
 
 
 def test_healthy_run_by_step_has_no_findings(tmp_path):

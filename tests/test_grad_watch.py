@@ -195,7 +195,11 @@ def test_non_finite_gradients_are_counted_and_reported(tmp_path, caplog, diagnos
     warnings = [r.getMessage() for r in caplog.records if r.name == "keras_gradwatch"]
     assert len(warnings) == 1, warnings  # said once, not every epoch
     if diagnose:
-        assert warnings[0].startswith("GradWatch diagnosis, epoch 0: NaN/Inf")
+        # Which model, where it writes, when, what.
+        where = tmp_path / tags.DEFAULT_RUN
+        assert warnings[0].startswith(
+            f"GradWatch diagnosis of {m.name!r} ({where}), epoch 0: NaN/Inf"
+        )
         assert "Try: " in warnings[0]
     else:
         assert "non-finite gradient values at epoch 0" in warnings[0]

@@ -18,6 +18,10 @@ from keras_gradwatch import GradWatch, tags
 EPOCHS = 3
 
 
+EXPECTED: dict = {}
+"""Log directory -> tag -> step -> the value a NumPy reference expects."""
+
+
 @pytest.fixture(scope="module")
 def logdir(tmp_path_factory):
     """A Conv + Dense model trained for 3 epochs next to Keras' TensorBoard."""
@@ -34,7 +38,7 @@ def logdir(tmp_path_factory):
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(True))
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(64, 12, 12, 1)), rng.integers(0, 2, 64)
-    model.fit(
+    history = model.fit(
         x,
         y,
         epochs=EPOCHS,
@@ -47,6 +51,13 @@ def logdir(tmp_path_factory):
     )
     layers = [layer.path for layer in model.layers if layer.trainable_weights]
     sizes = {w.path: int(np.prod(w.shape)) for w in model.trainable_weights}
+    # What the held-out labels' chance level is (entropy of their
+    # frequencies) and the training loss Keras reported, for the checks.
+    p = np.bincount(y[:32]) / 32
+    EXPECTED[root] = {
+        tags.CHANCE_LOSS: {0: -np.sum(p[p > 0] * np.log(p[p > 0]))},
+        tags.TRAIN_LOSS: dict(enumerate(history.history["loss"])),
+    }
     return root, sizes, layers
 
 
@@ -83,7 +94,12 @@ def test_reader_sees_one_histogram_per_epoch_per_weight(logdir):
         tags.tag(prefix, p) for prefix in tags.STATS_COLUMNS for p in sizes
     }
     scalars = {tags.GLOBAL_NORM_TAG, tags.HELDOUT_LOSS}  # no epoch tag per epoch
+    scalars |= {tags.TRAIN_LOSS, tags.CHANCE_LOSS}
     assert set(logged) == expected | signal | texts | scalars
+    for tag, values in EXPECTED[root].items():
+        assert sorted(logged[tag]) == sorted(values)
+        for step, value in values.items():
+            assert float(logged[tag][step]) == pytest.approx(value, rel=1e-6)
 
 
 def test_runs_coexist_with_keras_tensorboard(logdir):
@@ -153,8 +169,11 @@ def test_tensorboard_server_serves_histograms_and_scalars(server, logdir):
     scalar_tags = _get(server, "/data/plugin/scalars/tags")[tags.DEFAULT_RUN]
     assert tags.GLOBAL_NORM_TAG in scalar_tags
     # Each statistic says what it is, then on what data and when.
-    kinds = {t.split("/")[0]: scalar_tags[t]["description"] for t in scalar_tags}
-    assert kinds[tags.HELDOUT_LOSS].startswith("The compiled loss on the held-out")
+    kinds = {
+        t.split("/")[0]: scalar_tags[t]["description"].removeprefix("<p>")
+        for t in scalar_tags
+    }
+    assert kinds[tags.HELDOUT_LOSS].startswith("The compiled loss, which the")
     assert "exactly 0" in kinds["grad_dead_units"]
     assert "NaN and Inf" in kinds["grad_nonfinite"]
     assert len(set(kinds.values())) == len(kinds)
