@@ -58,7 +58,7 @@ from diagnosis_scenarios import HALVES, SCENARIOS, Scenario, two_circles  # noqa
 from keras_gradwatch import GradWatch, WeightNorms, _report  # noqa: E402
 from keras_gradwatch.diagnosis import KINDS  # noqa: E402
 
-__all__ = ["SCENARIOS", "Scenario", "main", "two_circles"]
+__all__ = ["HALVES", "SCENARIOS", "Scenario", "contradictions", "main", "two_circles"]
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """The diagnosis rules on hand-made series: each threshold from both sides."""
 
 import json
+import math
 import re
 import subprocess
 import sys
@@ -781,3 +782,59 @@ def test_live_update_logs_what_diagnose_finds_once():
         ("dead_units", ("net/dense_2/kernel",)): 21,
     }
     assert diagnoser.findings() == diagnose(series)
+
+
+def test_head_the_loss_ignores_is_no_failure():
+    """A second head with loss weight 0: its gradients are exactly 0 because
+    the loss does not depend on it (its own backward signal is 0), not
+    because its sigmoid saturated or its units died."""
+    dead = np.zeros((EPOCHS, 4))
+    dead[:, 3] = 1.0
+    signal = np.ones((EPOCHS, 4))
+    signal[:, 3] = 0.0
+    series = with_signal(signal, dead=dead, activations={LAYERS[3]: "sigmoid"})
+    assert diagnose(series) == []
+
+
+def test_gradients_all_zero_after_diverging_is_one_collapse():
+    """Norms grow a million-fold, then every gradient is exactly 0: one
+    story, the collapse that followed the growth, not exploding as well."""
+    ratio = np.full((EPOCHS, 3), HEALTHY)
+    ratio[:6] = HEALTHY * np.logspace(0, 6, 6)[:, None]
+    ratio[6:] = 0.0
+    dead = np.zeros_like(ratio)
+    dead[6:] = 1.0
+    findings = diagnose(make(ratio, dead=dead, norm=ratio))
+    current = [f for f in findings if f.current]
+    assert [f.kind for f in current] == ["dead_units"]
+    assert "collapsed" in current[0].message
+
+
+@pytest.mark.parametrize(
+    ("loss", "change", "said"),
+    [
+        (0.69, 1e-4, "at chance"),  # learned nothing: stalled, said so
+        (0.40, 1e-4, None),  # converged well below chance: weights still move
+        (0.40, 1e-7, "stalled"),  # below chance but frozen: the rate is too small
+    ],
+)
+def test_stalled_against_the_chance_level(loss, change, said):
+    """ln 2 is the chance level of balanced binary labels."""
+    ratio = np.full((EPOCHS, 3), HEALTHY)
+    series = make(
+        ratio, weight_change=np.full(ratio.shape, change), loss=np.full(EPOCHS, loss)
+    )
+    series.chance_loss = math.log(2)
+    findings = diagnose(series)
+    if said is None:
+        assert findings == []
+        return
+    (finding,) = findings
+    assert finding.kind == "stalled"
+    assert finding.current
+    at_chance = "at the chance level of the task (0.6931" in finding.message
+    assert at_chance == (said == "at chance")
+    assert finding.evidence.get("chance_loss", math.log(2)) == math.log(2)
+    # Without a known chance level, both plateaus are stalls (or convergence).
+    series.chance_loss = math.nan
+    assert kinds(diagnose(series)) == ["stalled"]

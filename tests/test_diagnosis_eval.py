@@ -1,19 +1,21 @@
 """Issue 14's must-show: the rules judge models they were not tuned on
 (benchmarks/diagnosis_eval.py), better than AUTOTRAINER's on the same logs.
 
-One seed (the benchmark runs three) of `CI_SCENARIOS`: 18 of the 30, every
-family and kind, the issue's six causes and the healthy traps, about 2.5
-minutes on 2 CPU cores (all 30 take about 4, and the numeric tests run twice
-in CI, with oneDNN on and off). Left out, as near repeats of a kept one:
-sigmoid_deep, cnn_sigmoid_deep and text_rnn_long (vanishing, kept in
-tanh_saturated and rnn_long_first_step), cnn_negative_bias, the huge learning
-rates but the transformer's, the tiny ones but plain SGD's, and
-gru_bidirectional.
+One seed (the benchmark runs three) of `CI_SCENARIOS`: 21 of the 42, every
+kind, the six original families and three of the five added for issue 23,
+the issue's six causes and the healthy traps, about 3 minutes on 2 CPU
+cores (the numeric tests run twice in CI, with oneDNN on and off). Left
+out, as near repeats of a kept one: sigmoid_deep, cnn_sigmoid_deep and
+text_rnn_long (vanishing, kept in tanh_saturated and rnn_long_first_step),
+cnn_negative_bias, the huge learning rates but the transformer's, the tiny
+ones but plain SGD's, gru_bidirectional, and most of issue 23's families
+(the benchmark runs them).
 
 Also the live side: GradWatch logs one warning per new finding while training.
 """
 
 import contextlib
+import dataclasses
 import io
 import logging
 import math
@@ -23,8 +25,8 @@ import numpy as np
 import pytest
 
 from helpers import load_script
-from keras_gradwatch import GradWatch
-from keras_gradwatch.diagnosis import KINDS, Series
+from keras_gradwatch import GradWatch, _report
+from keras_gradwatch.diagnosis import KINDS, Finding, Series
 
 pytestmark = pytest.mark.numeric
 
@@ -43,6 +45,8 @@ CI_SCENARIOS = (
     # more failures
     "rnn_exploding_time", "relu_negative_bias", "sgd_tiny_lr",
     "transformer_huge_lr",
+    # families added for issue 23: a failure and a healthy trap
+    "l2_collapse", "reg_unscaled_sgd", "conv1d_tcn",
 )  # fmt: skip
 
 
@@ -59,13 +63,47 @@ def test_scenarios_span_the_families_and_kinds():
     families = {sc.family for sc in EVAL.SCENARIOS.values()}
     assert len(EVAL.SCENARIOS) >= 25
     assert families >= {"mlp", "cnn", "recurrent", "residual_bn", "text", "attention"}
+    added = {"regression", "autoencoder", "conv1d", "regularization", "modern_act"}
+    assert families >= added
+    for family in added:  # a failure and a healthy trap in each
+        kinds = [sc.intended for sc in EVAL.SCENARIOS.values() if sc.family == family]
+        assert frozenset() in kinds, family
+        assert any(kinds), family
     intended = set().union(*(sc.intended for sc in EVAL.SCENARIOS.values()))
     assert intended == set(KINDS)
     healthy = [n for n, sc in EVAL.SCENARIOS.items() if not sc.intended]
     assert len(healthy) >= 8, healthy
     chosen = [EVAL.SCENARIOS[n] for n in CI_SCENARIOS]
-    assert {sc.family for sc in chosen} == families
+    assert {sc.family for sc in chosen} >= families - added
     assert set().union(*(sc.intended for sc in chosen)) == set(KINDS)
+
+
+def test_the_halves_split_every_kind():
+    halves = EVAL.HALVES
+    assert sorted(halves["design"] + halves["heldout"]) == sorted(EVAL.SCENARIOS)
+    for half in halves.values():
+        kinds = [EVAL.SCENARIOS[n].intended for n in half]
+        assert frozenset() in kinds
+        assert set().union(*kinds) == set(KINDS)
+
+
+def test_no_run_has_contradictory_findings(result):
+    assert result["contradictions"] == []
+
+
+def test_contradictions_are_caught():
+    both = series([[1.0, 1.0]] * 3)
+    findings = [
+        Finding("exploding", ("d0/kernel",), (0, 1, 2), {}, "m", "r"),
+        Finding("vanishing", ("d1/kernel",), (0, 1, 2), {}, "m", "r"),
+    ]
+    run = _report.RunData("x", both, findings)
+    assert EVAL.contradictions(run) == ["vanishing and exploding"]
+    run.findings[1] = dataclasses.replace(findings[1], current=False)
+    assert EVAL.contradictions(run) == []  # history: it ended
+    zero = series([[1.0, 1.0], [0.0, 0.0]])
+    run = _report.RunData("x", zero, findings[:1])
+    assert EVAL.contradictions(run) == ["exploding with every gradient 0"]
 
 
 def test_every_label_is_confirmed_by_its_measurement(result):

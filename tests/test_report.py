@@ -16,7 +16,7 @@ import tensorflow as tf
 from helpers import read_run
 from keras_gradwatch import GradWatch, WeightNorms, _report, _rules, tags
 from keras_gradwatch._cli import main
-from keras_gradwatch.diagnosis import KINDS, Thresholds
+from keras_gradwatch.diagnosis import KINDS, Finding, Series, Thresholds
 
 pytestmark = pytest.mark.numeric
 
@@ -132,7 +132,7 @@ def test_table_shows_findings_with_remedies(logdir, capsys):
     assert main(["report", str(root / "synthetic")]) == 0
     out = capsys.readouterr().out
     assert "run heldout:" in out
-    assert f"vanishing (epochs 0-{EPOCHS - 1}): " in out
+    assert f"vanishing (epochs 0-{EPOCHS - 1}, current): " in out
     assert SYNTHETIC[0] in out
     assert "    try: Use ReLU" in out
 
@@ -377,3 +377,20 @@ def test_two_callbacks_on_one_run_are_said(tmp_path):
     assert run.series.epochs.tolist() == [0, 1]
     (note,) = loaded.notes
     assert note.startswith("heldout: 2 sessions wrote the same steps")
+
+
+def test_table_says_what_to_fix_first_and_what_is_history():
+    ones = np.ones((3, 1))
+    series = Series(
+        epochs=np.arange(3), paths=["net/a/kernel"], grad_norm=ones,
+        grad_mean_abs=ones, grad_to_weight=ones, grad_dead_units=0 * ones,
+        grad_nonfinite=0 * ones,
+    )  # fmt: skip
+    old = Finding("vanishing", ("net/a/kernel",), (0, 1), {}, "m1.", "r1", False)
+    now = Finding("stalled", ("net/a/kernel",), (1, 2), {}, "m2.", "r2")
+    text = _report.table([_report.RunData("x", series, [old, now])])
+    assert "  fix first: vanishing" in text
+    assert "  vanishing (epochs 0-1, not since): m1." in text
+    assert "  stalled (epochs 1-2, current): m2." in text
+    alone = _report.table([_report.RunData("x", series, [now])])
+    assert "fix first" not in alone

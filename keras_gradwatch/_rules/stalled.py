@@ -16,14 +16,15 @@ DOC = RuleDoc(
     before them by less than 0.1% *and* a kernel barely changes: its
     ``weight_change`` (‖Δw‖₁/‖w‖₁ per logged epoch) is below 1e-3, or,
     where that was not logged, its gradient/weight ratio is below 1e-3;
-    persistently. A kernel that is frozen (below 1e-5) stalls a loss that
-    improves by less than 1% too. The loss is the training loss, or
-    GradWatch's held-out loss where no training loss was logged; no loss,
-    no finding. Where GradWatch knows the chance level of the task (the
-    loss of predicting the label frequencies: ln 2 for balanced binary
-    labels; the labels' variance for MSE), the loss must also be within 5%
-    of it (``stall_chance``), and the message says so. While another
-    finding holds, it names the cause and this one is not reported.""",
+    persistently. A kernel that is frozen (below 1e-5) stalls a loss
+    that improves by less than 1% too. The loss is the training loss, or
+    GradWatch's held-out loss where no training loss was logged; no
+    loss, no finding. Where GradWatch knows the chance level of the task
+    (the loss of predicting the label frequencies: ln 2 for balanced
+    binary labels; the labels' variance for MSE) and the loss is below
+    95% of it (``stall_chance``), only a frozen kernel counts; at it,
+    the message says so. While another finding holds, it names the cause
+    and this one is not reported.""",
     thresholds=(
         "stall_loss",
         "stall_window",
@@ -35,20 +36,24 @@ DOC = RuleDoc(
         "min_epochs",
     ),
     mechanism="""
-    SageMaker Debugger pairs ``LossNotDecreasing`` with ``WeightUpdateRatio``
-    (update/weight below 1e-8 per step); DeepDiagnosis flags a loss that
-    stops decreasing over 5 steps and a relative update below 1e-5. We
-    judge per logged epoch, so the thresholds are larger. A loss creeping
-    down 0.02% per epoch on frozen weights is not going anywhere within a
-    training budget. A run that has converged looks the same; the message
-    says so. A loss is at the chance level when it is within 5% of the loss
-    of the best constant prediction: the model explains less than 5% of
-    what there is to learn. Where that level is known, only such a stall is
-    reported: a flat loss well below it on weights that barely move is what
-    convergence looks like too, and nothing here tells the two apart; a
+    SageMaker Debugger pairs ``LossNotDecreasing`` with
+    ``WeightUpdateRatio`` (update/weight below 1e-8 per step);
+    DeepDiagnosis flags a loss that stops decreasing over 5 steps and a
+    relative update below 1e-5. We judge per logged epoch, so the
+    thresholds are larger. A loss creeping down 0.02% per epoch on
+    frozen weights is not going anywhere within a training budget. A run
+    that has converged looks the same; the message says so. A loss is at
+    the chance level when it is within 5% of the loss of the best
+    constant prediction: the model explains less than 5% of what there
+    is to learn. Where that level is known, a plateau well below it on
+    weights that barely move is what convergence looks like too, and
+    nothing here tells the two apart, but a converged net's weights keep
+    moving under the noise of minibatch gradients (SGD's stationary
+    spread grows with the learning rate): below it, only a frozen kernel
+    is a stall, the learning rate too small for anything to happen. A
     loss that never left the chance level has learned nothing, whatever
-    the cause. With adaptive optimizers (Adam, RMSprop) the step does not
-    follow the gradient's size: log ``weight_change`` (WeightNorms).""",
+    the cause. With adaptive optimizers (Adam, RMSprop) the step does
+    not follow the gradient's size: log ``weight_change`` (WeightNorms).""",
     example="""
     Two ReLU layers on the digits with SGD at rate 1e-6: "The training
     loss improved by 0.01% over 5 logged epochs while ... barely change:
@@ -105,16 +110,16 @@ class Stalled:
         self.defined += defined
         if not defined or self.improvement >= th.stall_frozen_loss:
             return
-        if math.isfinite(self.chance) and not self.at_chance(self.recent_best):
-            return  # learned something: a plateau here may be convergence
+        learned = math.isfinite(self.chance) and not self.at_chance(self.recent_best)
         change = row.grad_to_weight[kernels]
         measured = np.zeros(change.shape, dtype=bool)
         if row.weight_change is not None:
             measured = np.isfinite(row.weight_change[kernels])
             change = np.where(measured, row.weight_change[kernels], change)
         limit = np.where(measured, th.stall_update, th.stall_grad_to_weight)
-        if self.improvement >= th.stall_loss:
-            # A loss that still creeps down: stalled only if frozen.
+        if self.improvement >= th.stall_loss or learned:
+            # A loss that still creeps down, or one below the chance level
+            # (a plateau there may be convergence): stalled only if frozen.
             limit = np.full(limit.shape, th.stall_frozen)
         holds = change < limit
         if holds.any():
