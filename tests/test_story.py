@@ -16,6 +16,8 @@ from helpers import load_script
 from keras_gradwatch import _report
 from keras_gradwatch._findings import REMEDIES
 
+pytestmark = pytest.mark.numeric  # the docs' numbers, with oneDNN on and off
+
 REPO = Path(__file__).resolve().parent.parent
 MAKE = load_script(REPO / "docs" / "make_images.py")
 EPOCHS = 100
