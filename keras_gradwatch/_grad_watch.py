@@ -252,7 +252,9 @@ class GradWatch(EpochLogger):
 
     def _log_epoch(self, epoch: int, logs: dict[str, Any] | None) -> None:
         loss = _training_loss(logs)
-        result = self._write_pass(epoch, (math.nan if loss is None else loss,))
+        result = self._write_pass(
+            epoch, (math.nan if loss is None else loss,), unreported=loss is None
+        )
         if logs is not None:
             logs[tags.LOGS_GRAD_NORM] = result.global_norm
         self._judge(epoch, result, loss)
@@ -262,8 +264,12 @@ class GradWatch(EpochLogger):
         self._last_norm = result.global_norm
         self._judge(step, result, result.loss)  # the held-out loss, by step
 
-    def _write_pass(self, step: int, extra: tuple[float, ...]) -> Result:
-        """Runs the pass and writes it, with the `extra` scalars, at `step`."""
+    def _write_pass(
+        self, step: int, extra: tuple[float, ...], unreported: bool = False
+    ) -> Result:
+        """Runs the pass and writes it, with the `extra` scalars, at `step`;
+        with `unreported`, the last (the training loss Keras did not report)
+        is left out, so readers do not take it for a loss that went NaN."""
         assert self._probe is not None
         assert self._batch is not None
         assert self._records is not None
@@ -280,6 +286,8 @@ class GradWatch(EpochLogger):
             ),
             result.histograms,
         )
+        if unreported:
+            protos.pop()  # the last scalar
         if self._texts_due:
             protos += self._texts
             if math.isfinite(self._chance):

@@ -35,7 +35,8 @@ logged epochs, or in every one when fewer were logged):
     layer's.
 ``stalled``
     A flat loss (under 0.1% better over 5 logged epochs) while kernels
-    barely change, said to be at the chance level where it is.
+    barely change, said to be at the chance level where it is; where that
+    level is known and the loss is well below it, only frozen kernels.
 
 One story per run: findings come causes first (`CAUSE_ORDER`: non-finite,
 exploding, dead units, vanishing, stalled), so the first is the one to fix

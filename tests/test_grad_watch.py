@@ -377,3 +377,22 @@ def test_twenty_fits_trace_nothing_again(tmp_path, caplog):
     assert len({probe for probe, _ in spy.seen}) == 1
     assert "retracing" not in caplog.text
     assert len(list((tmp_path / tags.DEFAULT_RUN).glob("events.*"))) == 20
+
+
+def test_training_loss_is_logged_and_left_out_where_keras_reports_none(tmp_path):
+    """``train_loss`` is Keras' ``logs["loss"]``; an epoch without one gets
+    no value (not a NaN that would read as a diverged loss)."""
+    seen = {}
+
+    class Keep(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen[epoch] = logs["loss"]
+            if epoch == 1:
+                del logs["loss"]
+
+    watch = GradWatch(tmp_path, held_out=(X[:16], Y[:16]))
+    mlp().fit(X, Y, epochs=3, verbose=0, callbacks=[Keep(), watch])
+    logged = read_run(tmp_path / tags.DEFAULT_RUN)[tags.TRAIN_LOSS]
+    assert sorted(logged) == [0, 2]
+    for epoch in (0, 2):
+        assert float(logged[epoch]) == pytest.approx(seen[epoch], rel=1e-6)

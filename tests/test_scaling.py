@@ -161,8 +161,9 @@ def test_one_copy_of_each_run(run):
         # By step, the pass after iteration t (one step per epoch).
         first = 1 if name == "bystep" else 0
         for tag, by_step in read_run(run["log_dir"] / name).items():
-            # The activations are written once per fit, at its first epoch.
-            once = tag.startswith(f"{tags.ACTIVATION}/")
+            # The activations and the chance level are written once per
+            # fit, at its first epoch.
+            once = tag.startswith(f"{tags.ACTIVATION}/") or tag == tags.CHANCE_LOSS
             expected = [first] if once else list(range(first, fit.EPOCHS + first))
             assert sorted(by_step) == expected, tag
     # A second writer's events would show up as repeated steps in one file
@@ -211,8 +212,12 @@ def test_gradwatch_by_step_logs_the_iteration(run):
     assert {s: float(v) for s, v in by_step[tags.EPOCH_TAG].items()} == {
         s: float(s - 1) for s in steps
     }
+    assert tags.TRAIN_LOSS not in by_step  # by step, the loss is the held-out one
     for tag, values in per_epoch.items():
-        if tag.startswith(f"{tags.ACTIVATION}/"):
+        if tag == tags.CHANCE_LOSS:  # once per fit, at its first logged step
+            assert by_step[tag] == {1: values[0]}
+            continue
+        if tag.startswith(f"{tags.ACTIVATION}/") or tag == tags.TRAIN_LOSS:
             continue
         assert sorted(by_step[tag]) == steps, tag
         for step in steps:
