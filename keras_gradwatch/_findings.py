@@ -48,6 +48,11 @@ REMEDIES = {
         "If the loss is not yet low enough: raise the learning rate or switch "
         "to an adaptive optimizer (Adam), and fix any vanishing gradients."
     ),
+    "stalled_at_chance": (
+        "Standardize the inputs and the targets (the model's outputs start far "
+        "from their scale), check that the output activation can reach the "
+        "targets, then tune the learning rate."
+    ),
 }
 
 

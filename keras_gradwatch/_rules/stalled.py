@@ -24,7 +24,8 @@ DOC = RuleDoc(
     binary labels; the labels' variance for MSE) and the loss is below
     95% of it (``stall_chance``), only a frozen kernel counts; at it,
     the message says so. While another finding holds, it names the cause
-    and this one is not reported.""",
+    and this one is not reported. A loss flat at the chance level is
+    stalled even while the weights move.""",
     thresholds=(
         "stall_loss",
         "stall_window",
@@ -53,14 +54,22 @@ DOC = RuleDoc(
     is a stall, the learning rate too small for anything to happen. A
     loss that never left the chance level has learned nothing, whatever
     the cause. With adaptive optimizers (Adam, RMSprop) the step does
-    not follow the gradient's size: log ``weight_change`` (WeightNorms).""",
+    not follow the gradient's size: log ``weight_change`` (WeightNorms).
+    A loss flat at the chance level is stalled whether or not the
+    weights move: Adam's steps are about its learning rate per weight
+    whatever the gradient, so on targets or inputs far from the scale of
+    the model's outputs every weight moves while the loss does not; the
+    remedy is then to rescale them.""",
     example="""
     Two ReLU layers on the digits with SGD at rate 1e-6: "The training
     loss improved by 0.01% over 5 logged epochs while ... barely change:
-    training has stalled, with the loss (2.31) at the chance level of the
-    task (2.30, the loss of predicting the label frequencies) ...". Without
-    a known chance level (another loss): "... training has stalled (or
-    converged)." """,
+    training has stalled, with the loss (2.31) at the chance level of
+    the task (2.30, the loss of predicting the label frequencies) ...".
+    Without a known chance level (another loss): "... training has
+    stalled (or converged)." Adam at 1e-3 on house prices in dollars
+    (~2e5): "The training loss improved by 0.05% over 5 logged epochs
+    and sits (4.2e+10) at the chance level of the task ..., while the
+    weights still move: the steps go nowhere".""",
     healthy="""
     A run whose loss still falls by more than 0.1% per 5 epochs; a
     classifier that converged well below the chance level (the README's
@@ -87,6 +96,9 @@ class Stalled:
         """The improvement and recent best loss at the last stalled epoch."""
         self.stall = run.tally(n)
         self.measured = np.zeros(n, dtype=bool)
+        self.moving = False
+        """Whether, at the last stalled epoch, the loss sat at the chance
+        level while some kernel still moved."""
         self.defined = 0
 
     def feed_loss(self, loss: float) -> None:
@@ -110,7 +122,9 @@ class Stalled:
         self.defined += defined
         if not defined or self.improvement >= th.stall_frozen_loss:
             return
-        learned = math.isfinite(self.chance) and not self.at_chance(self.recent_best)
+        known = math.isfinite(self.chance)
+        learned = known and not self.at_chance(self.recent_best)
+        nothing = known and not learned and self.improvement < th.stall_loss
         change = row.grad_to_weight[kernels]
         measured = np.zeros(change.shape, dtype=bool)
         if row.weight_change is not None:
@@ -122,6 +136,11 @@ class Stalled:
             # (a plateau there may be convergence): stalled only if frozen.
             limit = np.full(limit.shape, th.stall_frozen)
         holds = change < limit
+        if nothing:
+            # Nothing learned and nothing improving: whether the weights
+            # move or not, the steps go nowhere.
+            self.moving = not holds.all()
+            holds = np.ones(holds.shape, dtype=bool)
         if holds.any():
             self.held = (self.improvement, self.recent_best)
         self.stall.add(row.epoch, holds, change)
@@ -150,27 +169,41 @@ class Stalled:
                 name = "weight_change" if self.measured[j] else "grad_to_weight"
                 evidence[f"{name}/{run.paths[c]}"] = float(self.stall.last[j])
             evidence["loss_improvement"] = float(improvement)
-            text = (
+            flat = (
                 f"The {run.loss_name} improved by {max(improvement, 0.0):.2%} over "
-                f"{run.th.stall_window} logged {run.unit}s while "
-                f"{listed(weights)} barely change: training has stalled"
+                f"{run.th.stall_window} logged {run.unit}s"
             )
-            if self.at_chance(loss):
+            chance_level = (
+                f"the chance level of the task ({chance:.4g}, the loss of the "
+                "best constant prediction)"
+            )
+            remedy = REMEDIES["stalled"]
+            if self.moving:
                 evidence["chance_loss"] = float(chance)
-                text += (
-                    f", with the loss ({loss:.4g}) at the chance level of the "
-                    f"task ({chance:.4g}, the loss of predicting the label "
-                    "frequencies): the model has learned next to nothing."
+                text = (
+                    f"{flat} and sits ({loss:.4g}) at {chance_level}, while "
+                    "the weights still move: the steps go nowhere, the model "
+                    "has learned next to nothing."
                 )
+                remedy = REMEDIES["stalled_at_chance"]
             else:
-                text += " (or converged)."
+                text = f"{flat} while {listed(weights)} barely change: "
+                text += "training has stalled"
+                if self.at_chance(loss):
+                    evidence["chance_loss"] = float(chance)
+                    text += (
+                        f", with the loss ({loss:.4g}) at {chance_level}: the "
+                        "model has learned next to nothing."
+                    )
+                else:
+                    text += " (or converged)."
             return Finding(
                 self.kind,
                 weights,
                 self.stall.epochs(flagged),
                 evidence,
                 text,
-                REMEDIES["stalled"],
+                remedy,
                 current,
             )
 
