@@ -98,7 +98,7 @@ class Stalled:
         self.measured = np.zeros(n, dtype=bool)
         self.moving = False
         """Whether, at the last stalled epoch, the loss sat at the chance
-        level while some kernel still moved."""
+        level while every kernel still moved."""
         self.defined = 0
 
     def feed_loss(self, loss: float) -> None:
@@ -136,13 +136,14 @@ class Stalled:
             # (a plateau there may be convergence): stalled only if frozen.
             limit = np.full(limit.shape, th.stall_frozen)
         holds = change < limit
-        if nothing:
-            # Nothing learned and nothing improving: whether the weights
-            # move or not, the steps go nowhere.
-            self.moving = not holds.all()
+        moving = nothing and not holds.any()
+        if moving:
+            # Nothing learned and nothing improving while every kernel
+            # moves: the steps go nowhere.
             holds = np.ones(holds.shape, dtype=bool)
         if holds.any():
             self.held = (self.improvement, self.recent_best)
+            self.moving = moving
         self.stall.add(row.epoch, holds, change)
         self.measured = np.where(holds, measured, self.measured)
 
