@@ -240,6 +240,43 @@ class Run:
         return int(at_or_before.max()) if at_or_before.size else -1
 
 
+Describe = Callable[
+    [tuple[str, ...], dict[str, float]], tuple[str, dict[str, float], str]
+]
+"""``(weights, evidence) -> (message, more evidence, remedy)``; the more
+evidence holds the ``threshold``."""
+
+
+def kernel_plan(
+    run: Run,
+    kind: str,
+    flagged: np.ndarray,
+    columns: np.ndarray,
+    tally: Tally,
+    name: str,
+    describe: Describe,
+) -> Plan:
+    """A finding over the flagged kernels (at `columns` of the weights);
+    evidence ``<name>/<weight path>``, each kernel's extreme in `tally`."""
+    weights = run.names(columns)
+    current = run.current(tally, flagged)
+
+    def build() -> Finding:
+        evidence = run.evidence(name, flagged, columns, tally.extreme)
+        text, more, remedy = describe(weights, evidence)
+        return Finding(
+            kind,
+            weights,
+            tally.epochs(flagged),
+            {**evidence, **more},
+            text,
+            remedy,
+            current,
+        )
+
+    return Plan((kind, weights), current, build)
+
+
 def joined(plans: list[Plan]) -> Plan:
     """One finding from several of a kind (the backward signal, the weight
     gradients, saturation, through time): the weights, evidence, epochs and

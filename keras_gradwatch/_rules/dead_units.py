@@ -12,6 +12,7 @@ from keras_gradwatch._rules._base import (
     Row,
     RuleDoc,
     Run,
+    kernel_plan,
     listed,
 )
 
@@ -128,27 +129,24 @@ class DeadUnits:
         flagged = self.dead.flagged(run.needed())
         if not flagged.any():
             return []
-        columns = run.kernels[flagged]
-        weights = run.names(columns)
-        current = run.current(self.dead, flagged)
 
-        def build() -> Finding:
-            evidence = run.evidence(
-                "grad_dead_units", flagged, columns, self.dead.extreme
-            )
-            return Finding(
-                self.kind,
-                weights,
-                self.dead.epochs(flagged),
-                {**evidence, "threshold": run.th.dead_fraction},
+        def describe(
+            weights: tuple[str, ...], evidence: dict[str, float]
+        ) -> tuple[str, dict[str, float], str]:
+            return (
                 f"Up to {max(evidence.values()):.0%} of the units of "
                 f"{listed(weights)} get no gradient at all "
                 f"({self.cause(flagged)}).",
+                {"threshold": run.th.dead_fraction},
                 REMEDIES["dead_units"],
-                current,
             )
 
-        return [Plan((self.kind, weights), current, build)]
+        columns = run.kernels[flagged]
+        return [
+            kernel_plan(
+                run, self.kind, flagged, columns, self.dead, "grad_dead_units", describe
+            )
+        ]
 
     def cause(self, flagged: np.ndarray) -> str:
         names = {self.run.activation[j] for j in np.flatnonzero(flagged)}

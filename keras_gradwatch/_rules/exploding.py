@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from keras_gradwatch._findings import REMEDIES, Finding
-from keras_gradwatch._rules._base import Plan, Row, RuleDoc, Run, Tally, gains, listed
+from keras_gradwatch._findings import REMEDIES
+from keras_gradwatch._rules._base import (
+    Plan,
+    Row,
+    RuleDoc,
+    Run,
+    Tally,
+    gains,
+    kernel_plan,
+    listed,
+)
 from keras_gradwatch._rules.dead_units import DeadUnits
 from keras_gradwatch._rules.vanishing import layer_plan, relative_to_output
 
@@ -166,49 +175,40 @@ class Exploding:
 
     def _ratio(self, flagged: np.ndarray) -> Plan:
         run = self.run
-        columns = run.kernels[:-1][flagged]
-        weights = run.names(columns)
-        current = run.current(self.ratio, flagged)
 
-        def build() -> Finding:
-            evidence = run.evidence(
-                "relative_grad_to_weight", flagged, columns, self.ratio.extreme
-            )
+        def describe(
+            weights: tuple[str, ...], evidence: dict[str, float]
+        ) -> tuple[str, dict[str, float], str]:
             output = run.paths[run.kernels[-1]]
-            return Finding(
-                self.kind,
-                weights,
-                self.ratio.epochs(flagged),
-                {**evidence, "threshold": run.th.exploding_ratio},
+            return (
                 f"Gradients explode toward the input: {listed(weights)} reach "
                 f"{max(evidence.values()):.1e} times the gradient/weight ratio "
                 f"of {output}.",
+                {"threshold": run.th.exploding_ratio},
                 REMEDIES["exploding"],
-                current,
             )
 
-        return Plan((self.kind, weights), current, build)
+        columns = run.kernels[:-1][flagged]
+        return kernel_plan(
+            run, self.kind, flagged, columns, self.ratio, "relative_grad_to_weight",
+            describe,
+        )  # fmt: skip
 
     def _growth(self, flagged: np.ndarray) -> Plan:
         run = self.run
-        columns = run.kernels[flagged]
-        weights = run.names(columns)
-        current = run.current(self.growth, flagged)
 
-        def build() -> Finding:
-            evidence = run.evidence(
-                "grad_norm_growth", flagged, columns, self.growth.extreme
-            )
+        def describe(
+            weights: tuple[str, ...], evidence: dict[str, float]
+        ) -> tuple[str, dict[str, float], str]:
             loss = " while the loss stopped improving" if run.loss_seen else ""
-            return Finding(
-                self.kind,
-                weights,
-                self.growth.epochs(flagged),
-                {**evidence, "threshold": run.th.exploding_growth},
+            return (
                 f"Gradient norms of {listed(weights)} grew "
                 f"{max(evidence.values()):.1e}-fold over the {run.unit}s{loss}.",
+                {"threshold": run.th.exploding_growth},
                 REMEDIES["exploding"],
-                current,
             )
 
-        return Plan((self.kind, weights), current, build)
+        columns = run.kernels[flagged]
+        return kernel_plan(
+            run, self.kind, flagged, columns, self.growth, "grad_norm_growth", describe
+        )

@@ -17,6 +17,7 @@ from keras_gradwatch._rules._base import (
     Tally,
     gains,
     joined,
+    kernel_plan,
     listed,
 )
 from keras_gradwatch._rules.dead_units import DeadUnits
@@ -173,13 +174,10 @@ class Vanishing:
     def _ratio_plan(self, flagged: np.ndarray) -> Plan:
         run = self.run
         columns = run.kernels[:-1][flagged]
-        weights = run.names(columns)
-        current = run.current(self.ratio, flagged)
 
-        def build() -> Finding:
-            evidence = run.evidence(
-                "relative_grad_to_weight", flagged, columns, self.ratio.extreme
-            )
+        def describe(
+            weights: tuple[str, ...], evidence: dict[str, float]
+        ) -> tuple[str, dict[str, float], str]:
             moved = {}
             for j, c in zip(np.flatnonzero(flagged), columns, strict=True):
                 change = self.ratio_change.last[j]
@@ -190,43 +188,39 @@ class Vanishing:
                 least = min(moved.values())
                 still = f"; their weights change {least:.1e} per logged {run.unit}"
             output = run.paths[run.kernels[-1]]
-            return Finding(
-                self.kind,
-                weights,
-                self.ratio.epochs(flagged),
-                {**evidence, **moved, "threshold": run.th.vanishing_ratio},
+            return (
                 f"Gradients vanish toward the input: {listed(weights)} get down to "
                 f"{min(evidence.values()):.1e} of the gradient/weight ratio of "
                 f"{output}{still}.",
+                {**moved, "threshold": run.th.vanishing_ratio},
                 REMEDIES["vanishing"],
-                current,
             )
 
-        return Plan((self.kind, weights), current, build)
+        return kernel_plan(
+            run, self.kind, flagged, columns, self.ratio, "relative_grad_to_weight",
+            describe,
+        )  # fmt: skip
 
     def _saturated_plan(self, flagged: np.ndarray) -> Plan:
         run = self.run
-        tally = self.dead.saturated
-        columns = run.kernels[flagged]
-        weights = run.names(columns)
-        current = run.current(tally, flagged)
 
-        def build() -> Finding:
-            evidence = run.evidence("grad_dead_units", flagged, columns, tally.extreme)
+        def describe(
+            weights: tuple[str, ...], evidence: dict[str, float]
+        ) -> tuple[str, dict[str, float], str]:
             names = sorted({run.activation[j] for j in np.flatnonzero(flagged)})
-            return Finding(
-                self.kind,
-                weights,
-                tally.epochs(flagged),
-                {**evidence, "threshold": run.th.dead_fraction},
+            return (
                 f"Up to {max(evidence.values()):.0%} of the units of "
                 f"{listed(weights)} pass no gradient: their {'/'.join(names)} "
                 "is saturated (its derivative rounds to zero).",
+                {"threshold": run.th.dead_fraction},
                 REMEDIES["saturated"],
-                current,
             )
 
-        return Plan((self.kind, weights), current, build)
+        tally = self.dead.saturated
+        columns = run.kernels[flagged]
+        return kernel_plan(
+            run, self.kind, flagged, columns, tally, "grad_dead_units", describe
+        )
 
 
 def layer_plan(
