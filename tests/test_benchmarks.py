@@ -59,6 +59,28 @@ def test_autoclip_early_benchmark_runs(capsys):
     assert "Corrupted labels" in capsys.readouterr().out
 
 
+def test_autoclip_floor_benchmark_runs(capsys):
+    rows = load("autoclip_floor").main(["--quick", "--floors", "3,1e9"])
+    assert {(r["floor"], r["run"]) for r in rows} == {
+        (3.0, "corrupted"), (3.0, "healthy_digits_adam"),
+        (1e9, "corrupted"), (1e9, "healthy_digits_adam"),
+    }  # fmt: skip
+    assert "corrupted-labels seeds lost" in capsys.readouterr().out
+
+
+def test_autoclip_floor_table_counts():
+    """Healthy shares under 5% and lost seeds, on hand-made rows."""
+    rows = [
+        {"floor": 3.0, "run": "a", "seed": 0, "share": 0.049},
+        {"floor": 3.0, "run": "a", "seed": 1, "share": 0.05},
+        {"floor": 3.0, "run": "corrupted", "seed": 0, "mse": 0.0199},
+        {"floor": 3.0, "run": "corrupted", "seed": 1, "mse": 0.02},
+        {"floor": 3.0, "run": "corrupted", "seed": 2, "mse": float("inf")},
+    ]
+    line = load("autoclip_floor").table(rows, [3.0], ["a"]).splitlines()[-1]
+    assert line == "| 3 | 4.9% / 5.0% | 1/2 | 2/3: 1 (0.02), 2 (inf) |"
+
+
 def test_report_benchmark_runs(tmp_path, capsys):
     from eventfiles import gradwatch_events, name, write
 
