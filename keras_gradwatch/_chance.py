@@ -1,4 +1,5 @@
-"""The chance level of a task: the loss of the best constant prediction.
+"""What the held-out labels say about a task: its chance level (the loss of
+the best constant prediction), and which labels the output cannot reach.
 
 For the losses below the loss is linear in the label, so the constant
 prediction that minimizes it on a batch is the mean label (the label
@@ -14,6 +15,10 @@ frequencies for cross-entropy) and its loss has a closed form:
 Label smoothing ``s`` moves each label toward the uniform one first, as the
 loss does. Anything else (other losses, several outputs, sample weights,
 labels the formula does not fit) has no chance level here: NaN.
+
+`outside_range` is the share of labels outside what the output activation
+can produce (a sigmoid's 0 to 1, a tanh's -1 to 1...): an output chasing
+them saturates, and no learning rate or initialization fixes that.
 """
 
 from __future__ import annotations
@@ -94,3 +99,55 @@ def _identify(loss: Any) -> tuple[str, float]:
     elif name == "LossFunctionWrapper":
         name = getattr(getattr(loss, "fn", None), "__name__", "")
     return name, smoothing
+
+
+RANGES = {
+    "sigmoid": (0.0, 1.0),
+    "hard_sigmoid": (0.0, 1.0),
+    "tanh": (-1.0, 1.0),
+    "softsign": (-1.0, 1.0),
+    "relu": (0.0, math.inf),
+    "relu6": (0.0, 6.0),
+    "softplus": (0.0, math.inf),
+    "exponential": (0.0, math.inf),
+}
+"""What an output activation can produce (its closure: a sigmoid tends to 0
+and 1 without reaching them, and labels of 0 and 1 are its to fit)."""
+
+
+def outside_range(activation: str | None, y: Any, units: tuple[int, ...]) -> float:
+    """The share of the labels `y` that `activation` cannot output, for an
+    output of `units` values per sample; NaN where not known (an activation
+    of unbounded or unknown range, labels that are not one target per
+    output value, such as sparse class indices, or non-finite labels)."""
+    if activation not in RANGES or y is None:
+        return math.nan
+    try:
+        labels = np.asarray(y, dtype=np.float64)
+    except (TypeError, ValueError):
+        return math.nan
+    if labels.ndim == 1 and units == (1,):
+        labels = labels[:, None]
+    if labels.size == 0 or tuple(labels.shape[1:]) != tuple(units):
+        return math.nan
+    if not np.isfinite(labels).all():
+        return math.nan
+    low, high = RANGES[activation]
+    return float(np.mean((labels < low) | (labels > high)))
+
+
+def range_text(activation: str) -> str:
+    """``"0 to 1"``, ``"0 and above"``: what `activation` can output."""
+    low, high = RANGES[activation]
+    return f"{low:g} and above" if math.isinf(high) else f"{low:g} to {high:g}"
+
+
+def outside_text(share: float, activation: str, layer: str) -> str:
+    """The sentence on labels an output cannot produce, live and in the
+    report alike."""
+    shown = f"{share:.0%}" if share >= 0.01 else f"{share:.2%}"
+    return (
+        f"{shown} of the held-out labels lie outside what the {activation} "
+        f"output of {layer} can produce ({range_text(activation)}): it "
+        "saturates chasing them."
+    )

@@ -48,6 +48,11 @@ REMEDIES = {
         "If the loss is not yet low enough: raise the learning rate or switch "
         "to an adaptive optimizer (Adam), and fix any vanishing gradients."
     ),
+    "target_outside": (
+        "Rescale the labels into the range of the output activation (e.g. "
+        "divide pixel targets by 255), or use an output activation that "
+        "covers them (linear for regression targets)."
+    ),
     "stalled_at_chance": (
         "Standardize the inputs and the targets (the model's outputs start far "
         "from their scale), check that the output activation can reach the "

@@ -15,6 +15,7 @@ from keras_gradwatch import (
     _compat,
     _heldout,
     _rules,
+    _signal,
     _summary,
     _validation,
     tags,
@@ -147,6 +148,7 @@ class GradWatch(EpochLogger):
         self._epoch = 0
         self._last_norm: float | None = None
         self._chance = math.nan
+        self._outside: dict[str, float] = {}
         self._description = ""
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
@@ -161,6 +163,7 @@ class GradWatch(EpochLogger):
             self._build_probe(self._batch)
         self._texts_due = True  # once per fit, at its first logged epoch
         self._chance = self._chance_loss(self._batch)
+        self._outside = self._targets_outside(self._batch)
         self._diagnoser = self._new_diagnoser()
         if self.every_n_steps is not None:
             self._iterations = self.model.optimizer.iterations
@@ -290,10 +293,15 @@ class GradWatch(EpochLogger):
             protos.pop()  # the last scalar
         if self._texts_due:
             protos += self._texts
+            once = {
+                tags.tag(tags.TARGET_OUTSIDE, k): v for k, v in self._outside.items()
+            }
             if math.isfinite(self._chance):
+                once[tags.CHANCE_LOSS] = self._chance
+            if once:
                 protos += _summary.Records(
-                    [tags.CHANCE_LOSS], [], 1, self._description
-                ).serialize(np.array([self._chance]), np.zeros((0, 1, 3)))
+                    list(once), [], 1, self._description
+                ).serialize(np.array(list(once.values())), np.zeros((0, 1, 3)))
             self._texts_due = False
         self._raw(step, protos)
         return result
@@ -345,6 +353,7 @@ class GradWatch(EpochLogger):
             activations=trace.activations,
             axis=self._unit,
             chance_loss=self._chance,
+            target_outside=self._outside,
         )
 
     @property
@@ -359,6 +368,36 @@ class GradWatch(EpochLogger):
             return _chance.chance_loss(self.model.loss, batch.y, batch.sample_weight)
         except Exception:
             return math.nan
+
+    def _targets_outside(self, batch: _heldout.Batch) -> dict[str, float]:
+        """{output layer path: the share of held-out labels its activation
+        cannot output} for a model with one output whose layer has a
+        bounded activation (`keras_gradwatch._chance.outside_range`), else
+        empty; warns once when that share is not 0. Never fails the fit."""
+        try:
+            outputs = getattr(self.model, "outputs", None) or []
+            if len(outputs) != 1:
+                return {}
+            layer = outputs[0]._keras_history.operation
+            layers = _signal.measured_layers(self.model)
+            paths = dict(
+                zip(map(id, layers), _signal.unique_layer_paths(layers), strict=True)
+            )
+            activation = _signal.activation_name(layer)
+            share = _chance.outside_range(
+                activation, batch.y, tuple(outputs[0].shape[1:])
+            )
+        except Exception:
+            return {}
+        if id(layer) not in paths or activation is None or not math.isfinite(share):
+            return {}
+        if share > 0:
+            logger.warning(
+                "GradWatch: %s Rescale the labels into that range, or use "
+                "another output activation (linear for regression).",
+                _chance.outside_text(share, activation, paths[id(layer)]),
+            )
+        return {paths[id(layer)]: share}
 
     def _signal_row(self, signal: np.ndarray, prefix: str) -> np.ndarray | None:
         """One per-layer scalar of this epoch's pass, NaN where not measured."""

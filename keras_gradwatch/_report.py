@@ -83,6 +83,7 @@ _DOMAINS = {
     "time_grad_ratio": "a ratio of norms, >= 0",
     tags.AUTOCLIP_STEP_GRAD_NORM: "a norm, >= 0",
     tags.CHANCE_LOSS: "a finite loss, >= 0",
+    tags.TARGET_OUTSIDE: "a fraction in [0, 1]",
 }
 """What each value must be; NaN is valid where a NaN gradient makes it NaN."""
 
@@ -463,11 +464,12 @@ def _wanted(tag: str) -> bool:
         _WEIGHT_L2,
         _WEIGHT_NONFINITE,
         tags.ACTIVATION,
+        tags.TARGET_OUTSIDE,
     )
 
 
 def _in_domain(prefix: str, value: float) -> bool:
-    if prefix == "grad_dead_units":
+    if prefix in ("grad_dead_units", tags.TARGET_OUTSIDE):
         return 0.0 <= value <= 1.0
     if prefix in ("grad_nonfinite", "weight_nonfinite"):
         return math.isfinite(value) and value >= 0 and value == int(value)
@@ -565,6 +567,11 @@ def _series(
         axis=axis,
         loss_source=source if loss is not None else None,
         chance_loss=_latest(values.get(tags.CHANCE_LOSS, {})),
+        target_outside={
+            name.partition("/")[2]: _latest(steps)
+            for name, steps in values.items()
+            if name.startswith(tags.TARGET_OUTSIDE + "/")
+        },
     )
 
 

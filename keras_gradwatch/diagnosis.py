@@ -136,6 +136,10 @@ class Series:
         chance_loss: The loss of the best constant prediction of the labels
             (GradWatch's ``heldout_chance_loss``), or NaN where not known: a
             stalled loss at it is said to be at the chance level.
+        target_outside: Output layer path -> the share of the labels its
+            activation cannot produce (GradWatch's
+            ``heldout_target_outside``), where known: a saturated output
+            chasing such labels is said to.
 
     Raises:
         ValueError: the shapes do not fit together.
@@ -160,6 +164,7 @@ class Series:
     axis: str = "epoch"
     loss_source: str | None = None
     chance_loss: float = math.nan
+    target_outside: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.axis not in ("epoch", "step"):
@@ -279,6 +284,7 @@ def diagnose(series: Series, *, thresholds: Thresholds | None = None) -> list[Fi
         axis=series.axis,
         loss_source=series.loss_source,
         chance_loss=series.chance_loss,
+        target_outside=series.target_outside,
     )
     for t in range(series.epochs.size):
         diagnoser.feed(series.row(t))

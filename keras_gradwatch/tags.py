@@ -50,6 +50,10 @@ Tags (``<path>`` is the Keras ``weight.path``, e.g. ``sequential/dense_1/kernel`
                                              prediction of the held-out labels
                                              (chance level; once per ``fit``,
                                              where known: see below)
+    ``heldout_target_outside/``   scalar     share of the held-out labels the
+    ``<layer>``                              output layer's activation cannot
+                                             produce (once per ``fit``, where
+                                             known: see below)
     ``epoch``                     scalar     ``every_n_steps`` only: the
                                              (0-based) epoch the step fell in
     ============================  =========  ====================================
@@ -61,6 +65,11 @@ Tags (``<path>`` is the Keras ``weight.path``, e.g. ``sequential/dense_1/kernel`
     smoothing applied: ln 2 for balanced binary labels) or mean squared
     error (the labels' variance), without sample weights; the diagnosis
     says when a stalled loss sits at it.
+    ``heldout_target_outside/<layer>`` is written with it for a model with
+    one output whose layer's activation has a bounded range (sigmoid,
+    hard_sigmoid, tanh, softsign: both ends; relu, relu6, softplus,
+    exponential: 0 and above, relu6 at most 6) and labels of the output's
+    shape; the diagnosis names it when that output saturates.
     ``weight_nonfinite`` exists because a non-finite weight need not show in
     its gradient: with oneDNN kernels (``TF_ENABLE_ONEDNN_OPTS=1``) a fused
     MatMul + BiasAdd + Relu maps NaN to 0 in graph mode, so a layer whose
@@ -226,6 +235,9 @@ TRAIN_LOSS = "train_loss"
 """Written per epoch (not with ``every_n_steps``): Keras' ``logs["loss"]``."""
 CHANCE_LOSS = "heldout_chance_loss"
 """The loss of the best constant prediction of the held-out labels."""
+TARGET_OUTSIDE = "heldout_target_outside"
+"""``heldout_target_outside/<layer>``: the share of the held-out labels
+that the output layer's activation cannot produce."""
 EPOCH_TAG = "epoch"
 """Written with ``every_n_steps`` only: its presence marks the step axis."""
 LOGS_GRAD_NORM = "grad_norm"
@@ -266,6 +278,11 @@ _DESCRIPTIONS = {
         "The loss of the best constant prediction of the held-out labels "
         "(the label entropy for cross-entropy, their variance for MSE): the "
         "chance level."
+    ),
+    TARGET_OUTSIDE: (
+        "Share of the held-out labels outside what this output layer's "
+        "activation can produce (a sigmoid's 0 to 1...): an output chasing "
+        "them saturates."
     ),
     EPOCH_TAG: "The 0-based epoch this optimizer step fell in.",
     ACT_GRAD_NORM: "L2 norm of the loss' gradient with respect to the layer's output.",

@@ -844,3 +844,68 @@ def test_stalled_against_the_chance_level(loss, change, said):
     # a stall (or convergence); one on moving kernels is not judged.
     series.chance_loss = math.nan
     assert kinds(diagnose(series)) == ([] if said == "moving" else ["stalled"])
+
+
+@pytest.mark.parametrize(
+    ("activation", "labels", "units", "share"),
+    [
+        ("sigmoid", [0.0, 0.5, 1.0, 1.5, -0.1], (1,), 2 / 5),  # ends reachable
+        ("tanh", [[-1.0, 2.0], [0.0, 1.0]], (2,), 1 / 4),
+        ("relu", [3.0, -2.0, 0.0, 7.0], (1,), 1 / 4),
+        ("relu6", [6.0, 6.5], (1,), 1 / 2),
+        ("linear", [255.0], (1,), math.nan),  # unbounded: nothing to say
+        ("softmax", [[0.0, 1.0]], (2,), math.nan),  # not a per-value range
+        ("sigmoid", [3, 1, 0], (4,), math.nan),  # class indices, not one per unit
+        ("sigmoid", [0.5, math.nan], (1,), math.nan),
+    ],
+)
+def test_share_of_labels_an_output_cannot_produce(activation, labels, units, share):
+    from keras_gradwatch._chance import outside_range
+
+    got = outside_range(activation, labels, units)
+    assert got == share or (math.isnan(got) and math.isnan(share))
+
+
+def test_saturated_output_chasing_labels_it_cannot_produce():
+    """A sigmoid output asked for 0-255 saturates: the finding names the
+    labels and the remedy is to rescale them, not to change the net."""
+    dead = np.zeros((EPOCHS, 4))
+    dead[:, 3] = 0.9
+    activations = {layer: "relu" for layer in LAYERS[:3]} | {LAYERS[3]: "sigmoid"}
+    series = with_signal(np.ones((EPOCHS, 4)), dead=dead, activations=activations)
+    (plain,) = diagnose(series)
+    assert plain.kind == "vanishing"
+    assert plain.remedy == REMEDIES["saturated"]
+    series.target_outside = {LAYERS[3]: 0.99}
+    (finding,) = diagnose(series)
+    assert finding.kind == "vanishing"
+    assert finding.weights == plain.weights
+    assert (
+        "99% of the held-out labels lie outside what the sigmoid output of "
+        "net/dense_3 can produce (0 to 1)" in finding.message
+    )
+    assert finding.remedy == REMEDIES["target_outside"]
+    assert finding.evidence["target_outside"] == 0.99
+    # A share for another layer than the saturated one changes nothing.
+    series.target_outside = {LAYERS[0]: 0.99}
+    assert diagnose(series) == [plain]
+
+
+def test_stall_with_labels_the_output_cannot_produce():
+    """At (here above) the chance level, with labels out of the output's
+    range: one stall that says why, with the rescaling remedy."""
+    ratio = np.full((EPOCHS, 4), HEALTHY)
+    series = with_signal(
+        np.ones((EPOCHS, 4)),
+        ratio=ratio,
+        activations={LAYERS[3]: "sigmoid"},
+        weight_change=np.full(ratio.shape, 1e-2),
+        loss=np.full(EPOCHS, 3.0e4),
+    )
+    series.chance_loss = 8.4e3
+    series.target_outside = {LAYERS[3]: 0.5}
+    (finding,) = diagnose(series)
+    assert finding.kind == "stalled"
+    assert "above the chance level of the task (8400" in finding.message
+    assert "50% of the held-out labels lie outside" in finding.message
+    assert finding.remedy == REMEDIES["target_outside"]

@@ -396,3 +396,42 @@ def test_training_loss_is_logged_and_left_out_where_keras_reports_none(tmp_path)
     assert sorted(logged) == [0, 2]
     for epoch in (0, 2):
         assert float(logged[epoch]) == pytest.approx(seen[epoch], rel=1e-6)
+
+
+def test_labels_the_output_cannot_produce(tmp_path, caplog):
+    """A sigmoid regression output on labels of 0-255: said once per fit at
+    its start, logged for TensorBoard, and the live diagnosis and the report
+    tell the same story with the remedy to rescale the labels."""
+    from keras_gradwatch import _report
+    from keras_gradwatch._findings import REMEDIES
+
+    caplog.set_level(logging.INFO, logger="keras_gradwatch")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(320, 8)).astype("float32")
+    y = (255 / (1 + np.exp(-x @ rng.normal(size=(8, 1))))).astype("float32")
+    y[:4] = 0.5  # a few labels it can produce: the share is not 1
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
+         keras.layers.Dense(1, activation="sigmoid")], name="reg",
+    )  # fmt: skip
+    model.compile(keras.optimizers.Adam(1e-3), "mse")
+    held_x, held_y = x[:64], y[:64]
+    share = float(np.mean((held_y < 0) | (held_y > 1)))
+    assert 0 < share < 1
+    model.fit(x, y, epochs=20, batch_size=32, verbose=0,
+              callbacks=[GradWatch(tmp_path, held_out=(held_x, held_y))])  # fmt: skip
+    messages = [r.getMessage() for r in caplog.records]
+    said = f"{share:.0%} of the held-out labels lie outside what the sigmoid output"
+    assert sum(m.startswith(f"GradWatch: {said}") for m in messages) == 1
+    tag = tags.tag(tags.TARGET_OUTSIDE, "reg/dense_1")
+    logged = read_run(tmp_path / tags.DEFAULT_RUN)
+    assert set(logged[tag]) == {0}  # once per fit
+    assert float(logged[tag][0]) == pytest.approx(share, rel=1e-6)
+    live = [m for m in messages if m.startswith("GradWatch diagnosis") and said in m]
+    assert live, messages
+    (run,) = _report.load(tmp_path).runs
+    current = [f for f in run.findings if f.current]
+    assert current
+    assert all(said in f.message for f in current)
+    assert {f.remedy for f in current} == {REMEDIES["target_outside"]}

@@ -65,6 +65,8 @@ class Diagnoser:
             ``"held-out"``; defaults to ``"held-out"`` on the step axis.
         chance_loss: The loss of the best constant prediction (the label
             entropy for cross-entropy), where known; NaN otherwise.
+        target_outside: Output layer path -> the share of the labels its
+            activation cannot produce, where known.
     """
 
     def __init__(
@@ -77,6 +79,7 @@ class Diagnoser:
         axis: str = "epoch",
         loss_source: str | None = None,
         chance_loss: float = math.nan,
+        target_outside: dict[str, float] | None = None,
     ) -> None:
         if loss_source is None:
             loss_source = "held-out" if axis == "step" else "training"
@@ -88,6 +91,7 @@ class Diagnoser:
             Thresholds() if thresholds is None else thresholds,
             axis,
             loss_source,
+            target_outside or {},
         )
         self.layers = self.run.layers
         self.non_finite = NonFinite(self.run)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from keras_gradwatch import _chance
 from keras_gradwatch._findings import Finding, Thresholds, is_kernel
 
 SATURATING = frozenset(
@@ -162,6 +163,7 @@ class Run:
         thresholds: Thresholds,
         axis: str,
         loss_source: str,
+        target_outside: dict[str, float] | None = None,
     ) -> None:
         self.th = thresholds
         self.unit = axis
@@ -186,6 +188,12 @@ class Run:
             activations.get(self.layers[o], "") if o is not None else "" for o in owner
         ]
         self.saturating = np.array([a in SATURATING for a in self.activation], bool)
+        outside = target_outside or {}
+        self.outside = np.array(
+            [outside.get(self.layers[o], 0.0) if o >= 0 else 0.0 for o in self.owner]
+        )
+        """Per kernel, the share of labels its layer's activation cannot
+        produce (0 where not known or not an output layer)."""
         self.clock = Clock()
         self.fed = 0
         """Epochs the rules but non_finite judged (those with finite values)."""
@@ -341,3 +349,17 @@ def listed(names: Sequence[str], shown: int = 3) -> str:
     if len(names) <= shown + 1:
         return ", ".join(names)
     return f"{', '.join(names[:shown])} and {len(names) - shown} more"
+
+
+def outside_labels(
+    run: Run, among: np.ndarray | None = None
+) -> tuple[str, float] | None:
+    """A sentence on the labels an output layer's activation cannot produce
+    and their share, over the kernels `among` (bools, ``[kernels]``; all by
+    default); None where no such share is known and above 0."""
+    outside = run.outside if among is None else np.where(among, run.outside, 0.0)
+    if outside.max(initial=0.0) <= 0:
+        return None
+    j = int(np.argmax(outside))
+    share, activation = float(outside[j]), run.activation[j]
+    return _chance.outside_text(share, activation, run.layers[run.owner[j]]), share

@@ -8,7 +8,14 @@ from collections import deque
 import numpy as np
 
 from keras_gradwatch._findings import REMEDIES, Finding
-from keras_gradwatch._rules._base import Plan, Row, RuleDoc, Run, listed
+from keras_gradwatch._rules._base import (
+    Plan,
+    Row,
+    RuleDoc,
+    Run,
+    listed,
+    outside_labels,
+)
 
 DOC = RuleDoc(
     summary="""
@@ -25,7 +32,9 @@ DOC = RuleDoc(
     95% of it (``stall_chance``), only a frozen kernel counts; at it,
     the message says so. While another finding holds, it names the cause
     and this one is not reported. A loss flat at the chance level is
-    stalled even while the weights move.""",
+    stalled even while the weights move. Where held-out labels lie outside
+    what the output activation can produce (``heldout_target_outside``),
+    the message says so and the remedy is to rescale them.""",
     thresholds=(
         "stall_loss",
         "stall_window",
@@ -147,6 +156,11 @@ class Stalled:
         self.stall.add(row.epoch, holds, change)
         self.measured = np.where(holds, measured, self.measured)
 
+    def at(self, loss: float) -> str:
+        """``"at"``, or ``"above"`` for a loss more than `stall_chance` over
+        the chance level."""
+        return "above" if loss > (1 + self.run.th.stall_chance) * self.chance else "at"
+
     def at_chance(self, loss: float) -> bool:
         """Whether `loss` is at the chance level."""
         share = self.run.th.stall_chance
@@ -182,9 +196,9 @@ class Stalled:
             if self.moving:
                 evidence["chance_loss"] = float(chance)
                 text = (
-                    f"{flat} and sits ({loss:.4g}) at {chance_level}, while "
-                    "the weights still move: the steps go nowhere, the model "
-                    "has learned next to nothing."
+                    f"{flat} and sits ({loss:.4g}) {self.at(loss)} {chance_level}, "
+                    "while the weights still move: the steps go nowhere, the "
+                    "model has learned next to nothing."
                 )
                 remedy = REMEDIES["stalled_at_chance"]
             else:
@@ -193,11 +207,16 @@ class Stalled:
                 if self.at_chance(loss):
                     evidence["chance_loss"] = float(chance)
                     text += (
-                        f", with the loss ({loss:.4g}) at {chance_level}: the "
-                        "model has learned next to nothing."
+                        f", with the loss ({loss:.4g}) {self.at(loss)} "
+                        f"{chance_level}: the model has learned next to nothing."
                     )
                 else:
                     text += " (or converged)."
+            labels = outside_labels(run)
+            if labels is not None:
+                evidence["target_outside"] = labels[1]
+                text += f" {labels[0]}"
+                remedy = REMEDIES["target_outside"]
             return Finding(
                 self.kind,
                 weights,

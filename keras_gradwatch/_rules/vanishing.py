@@ -19,6 +19,7 @@ from keras_gradwatch._rules._base import (
     joined,
     kernel_plan,
     listed,
+    outside_labels,
 )
 from keras_gradwatch._rules.dead_units import DeadUnits
 
@@ -33,7 +34,10 @@ DOC = RuleDoc(
     its layer's signal does not grow toward the input. Where the backward
     signal is logged it decides the direction: while it explodes toward the
     input, nothing through depth is reported as vanishing. Layers at or
-    before a layer with dead units are left to ``dead_units``.""",
+    before a layer with dead units are left to ``dead_units``. A saturated
+    output layer whose held-out labels lie partly outside what its
+    activation can produce (``heldout_target_outside``) is said to chase
+    them, with the remedy to rescale the labels.""",
     thresholds=(
         "signal_vanishing",
         "time_vanishing",
@@ -54,7 +58,10 @@ DOC = RuleDoc(
     gradient/weight ratio on the runs the 1e-2 was set on, failing ones
     reached 1e-2 to 1e-3. A net whose activations grow forward as fast as
     its signal grows backward has small weight ratios on the input side
-    while its signal explodes, hence the signal's veto.""",
+    while its signal explodes, hence the signal's veto. A sigmoid output
+    asked for a label of 255 is driven to its bound, where its derivative
+    vanishes, whatever the weights: the labels, not the net, are to
+    change.""",
     example="""
     Ten sigmoid layers of 16 units with Glorot init and SGD: the signal at
     the first layer is 1e-5 of the last's. "The backward signal vanishes
@@ -208,13 +215,20 @@ class Vanishing:
             weights: tuple[str, ...], evidence: dict[str, float]
         ) -> tuple[str, dict[str, float], str]:
             names = sorted({run.activation[j] for j in np.flatnonzero(flagged)})
-            return (
+            message = (
                 f"Up to {max(evidence.values()):.0%} of the units of "
                 f"{listed(weights)} pass no gradient: their {'/'.join(names)} "
-                "is saturated (its derivative rounds to zero).",
-                {"threshold": run.th.dead_fraction},
-                REMEDIES["saturated"],
+                "is saturated (its derivative rounds to zero)."
             )
+            labels = outside_labels(run, flagged)
+            if labels is not None:
+                # The labels' scale, not the weights, saturates this output.
+                return (
+                    f"{message} {labels[0]}",
+                    {"threshold": run.th.dead_fraction, "target_outside": labels[1]},
+                    REMEDIES["target_outside"],
+                )
+            return message, {"threshold": run.th.dead_fraction}, REMEDIES["saturated"]
 
         tally = self.dead.saturated
         columns = run.kernels[flagged]
