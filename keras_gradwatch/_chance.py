@@ -147,7 +147,7 @@ def outside_text(share: float, activation: str, layer: str) -> str:
     report alike."""
     shown = f"{share:.0%}" if share >= 0.01 else f"{share:.2%}"
     return (
-        f"{shown} of the held-out labels lie outside what the {activation} "
-        f"output of {layer} can produce ({range_text(activation)}): it "
+        f"{shown} of the held-out labels lie outside the range of the output "
+        f"layer's {activation} ({layer}: {range_text(activation)}): it "
         "saturates chasing them."
     )

@@ -881,8 +881,8 @@ def test_saturated_output_chasing_labels_it_cannot_produce():
     assert finding.kind == "vanishing"
     assert finding.weights == plain.weights
     assert (
-        "99% of the held-out labels lie outside what the sigmoid output of "
-        "net/dense_3 can produce (0 to 1)" in finding.message
+        "99% of the held-out labels lie outside the range of the output "
+        "layer's sigmoid (net/dense_3: 0 to 1)" in finding.message
     )
     assert finding.remedy == REMEDIES["target_outside"]
     assert finding.evidence["target_outside"] == 0.99
@@ -909,3 +909,22 @@ def test_stall_with_labels_the_output_cannot_produce():
     assert "above the chance level of the task (8400" in finding.message
     assert "50% of the held-out labels lie outside" in finding.message
     assert finding.remedy == REMEDIES["target_outside"]
+
+
+@pytest.mark.parametrize(("drop_at", "named"), [(3, True), (1, False)])
+def test_signal_vanishing_across_an_output_chasing_labels(drop_at, named):
+    """A saturated sigmoid output gates the backward signal: the drop across
+    it is said to come from labels it cannot produce; a drop lower in the
+    net is the net's own."""
+    signal = np.ones((EPOCHS, 4))
+    signal[:, :drop_at] = 1e-5
+    series = with_signal(
+        signal, activations={LAYERS[3]: "sigmoid"} | dict.fromkeys(LAYERS[:3], "relu")
+    )
+    series.target_outside = {LAYERS[3]: 0.75}
+    (finding,) = diagnose(series)
+    assert finding.kind == "vanishing"
+    assert "The backward signal vanishes toward the input" in finding.message
+    said = "75% of the held-out labels lie outside the range of the output"
+    assert (said in finding.message) == named
+    assert finding.remedy == REMEDIES["target_outside" if named else "vanishing"]

@@ -194,6 +194,11 @@ class Run:
         )
         """Per kernel, the share of labels its layer's activation cannot
         produce (0 where not known or not an output layer)."""
+        self.layer_activation = dict(activations)
+        self.outside_layers = {
+            i: outside[layer] for i, layer in enumerate(self.layers) if layer in outside
+        }
+        """Layer index -> the share of labels its activation cannot produce."""
         self.clock = Clock()
         self.fed = 0
         """Epochs the rules but non_finite judged (those with finite values)."""
@@ -361,5 +366,13 @@ def outside_labels(
     if outside.max(initial=0.0) <= 0:
         return None
     j = int(np.argmax(outside))
-    share, activation = float(outside[j]), run.activation[j]
-    return _chance.outside_text(share, activation, run.layers[run.owner[j]]), share
+    return outside_layer_labels(run, int(run.owner[j]))
+
+
+def outside_layer_labels(run: Run, layer: int) -> tuple[str, float] | None:
+    """The same for one layer (by index); None where not known or 0."""
+    share = run.outside_layers.get(layer, 0.0)
+    activation = run.layer_activation.get(run.layers[layer], "")
+    if not share > 0 or activation not in _chance.RANGES:
+        return None
+    return _chance.outside_text(share, activation, run.layers[layer]), share

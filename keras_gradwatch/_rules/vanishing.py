@@ -20,6 +20,7 @@ from keras_gradwatch._rules._base import (
     kernel_plan,
     listed,
     outside_labels,
+    outside_layer_labels,
 )
 from keras_gradwatch._rules.dead_units import DeadUnits
 
@@ -151,14 +152,26 @@ class Vanishing:
         return [joined(plans)]
 
     def _signal_plan(self, flagged: np.ndarray) -> Plan:
+        run = self.run
+        labels = None
+        if run.signal.size >= 2 and flagged[run.signal[-2]]:
+            # The drop spans the output layer: a saturated output gates the
+            # signal (its derivative), and labels it cannot produce saturate it.
+            labels = outside_layer_labels(run, int(run.signal[-1]))
+
         def describe(layers: str, worst: float) -> tuple[str, float, str]:
-            return (
+            message = (
                 "The backward signal vanishes toward the input: the loss "
                 f"gradient at the output of {layers} is down to {worst:.1e} "
-                "of that of a layer after it.",
-                self.run.th.signal_vanishing,
-                REMEDIES["vanishing"],
+                "of that of a layer after it."
             )
+            if labels is not None:
+                return (
+                    f"{message} {labels[0]}",
+                    run.th.signal_vanishing,
+                    REMEDIES["target_outside"],
+                )
+            return message, run.th.signal_vanishing, REMEDIES["vanishing"]
 
         return layer_plan(
             self.run, self.kind, flagged, self.signal, "act_grad_gain", min, describe
