@@ -27,7 +27,7 @@ logs are judged by AUTOTRAINER's published rules (`autotrainer.py`), whose
 
 Usage::
 
-    python benchmarks/diagnosis_eval.py [--half design|heldout|confirm|all]
+    python benchmarks/diagnosis_eval.py [--half design|heldout|confirm|confirm2|all]
         [--seeds 0,1,2] [--only a,b] [--epochs N] [--logdir DIR]
 
 The scenarios are split in two halves (`diagnosis_scenarios.HALVES`): the
@@ -35,6 +35,8 @@ rules are tuned on ``design`` (the default); ``heldout`` is run once with
 the final rules and reported as it comes out. ``confirm``
 (`diagnosis_confirm.py`) is a third set, written by someone who had seen
 no result, for a rule changed after the held-out half was spent.
+``confirm2`` (`diagnosis_confirm2.py`) is a fourth, likewise written without
+seeing any result and run once; ``all`` stays design and heldout.
 """
 
 from __future__ import annotations
@@ -57,15 +59,25 @@ import diagnosis_scenarios  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from diagnosis_confirm import CONFIRM  # noqa: E402
+from diagnosis_confirm2 import CONFIRM2  # noqa: E402
 from diagnosis_scenarios import Scenario, two_circles  # noqa: E402
 
 from keras_gradwatch import GradWatch, WeightNorms, _report  # noqa: E402
 from keras_gradwatch.diagnosis import KINDS  # noqa: E402
 
-SCENARIOS: dict[str, Scenario] = {**diagnosis_scenarios.SCENARIOS, **CONFIRM}
-HALVES = {**diagnosis_scenarios.HALVES, "confirm": tuple(CONFIRM)}
+SCENARIOS: dict[str, Scenario] = {
+    **diagnosis_scenarios.SCENARIOS,
+    **CONFIRM,
+    **CONFIRM2,
+}
+HALVES = {
+    **diagnosis_scenarios.HALVES,
+    "confirm": tuple(CONFIRM),
+    "confirm2": tuple(CONFIRM2),
+}
 """``design`` and ``heldout`` split `diagnosis_scenarios.SCENARIOS`;
-``confirm`` is `diagnosis_confirm.CONFIRM`, a fresh set run once."""
+``confirm`` is `diagnosis_confirm.CONFIRM` and ``confirm2``
+`diagnosis_confirm2.CONFIRM2`, fresh sets each run once."""
 
 __all__ = ["HALVES", "SCENARIOS", "Scenario", "contradictions", "main", "two_circles"]
 

@@ -81,7 +81,7 @@ def test_scenarios_span_the_families_and_kinds():
 
 def test_the_halves_split_every_kind():
     halves = EVAL.HALVES
-    assert set(halves) == {"design", "heldout", "confirm"}
+    assert set(halves) == {"design", "heldout", "confirm", "confirm2"}
     assert sorted(sum(halves.values(), ())) == sorted(EVAL.SCENARIOS)
     for half in halves.values():
         kinds = [EVAL.SCENARIOS[n].intended for n in half]
