@@ -15,12 +15,15 @@ window as long as the run); adaptive gradient clipping (Brock et al. 2021,
 lambda 0.01, unit-wise, as Optax's `adaptive_grad_clip`).
 
 ``--half confirm`` runs the fresh confirmation set of `autoclip_confirm.py`
-instead (written without seeing any clipping result, to be run once);
-``--half all`` is the design and held-out halves, not that set.
+instead (written without seeing any clipping result, to be run once), and
+``--half confirm2`` the second one, of `autoclip_confirm2.py` (adaptive
+optimizers, written the same way); ``--half all`` is the design and
+held-out halves, not those sets.
 
 Usage::
 
-    python benchmarks/autoclip_eval.py [--half design|heldout|confirm|all]
+    python benchmarks/autoclip_eval.py
+        [--half design|heldout|confirm|confirm2|all]
         [--seeds 3] [--configs none,clipnorm,...] [--scenarios a,b]
 """
 
@@ -113,12 +116,15 @@ def _callbacks(config: str, steps: int) -> tuple[dict[str, Any], list[Any]]:
 
 def scenarios() -> dict[str, Any]:
     """Every scenario by name: both halves of `autoclip_scenarios.py` and
-    the confirmation set of `autoclip_confirm.py`."""
+    the confirmation sets of `autoclip_confirm.py` and
+    `autoclip_confirm2.py`."""
     from autoclip_confirm import CONFIRM
+    from autoclip_confirm2 import CONFIRM2
     from autoclip_scenarios import SCENARIOS
 
     assert not set(SCENARIOS) & set(CONFIRM)
-    return {**SCENARIOS, **CONFIRM}
+    assert not (set(SCENARIOS) | set(CONFIRM)) & set(CONFIRM2)
+    return {**SCENARIOS, **CONFIRM, **CONFIRM2}
 
 
 def run_one(task: tuple[str, int, str]) -> dict[str, Any]:
@@ -202,10 +208,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     SCENARIOS = scenarios()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     # The held-out half is run once, with the rules a change proposes as
-    # final; until then it stays unseen. So is the confirmation set, which
-    # only runs when asked for by name ("all" leaves it out).
+    # final; until then it stays unseen. So are the confirmation sets, which
+    # only run when asked for by name ("all" leaves them out).
     parser.add_argument(
-        "--half", default="design", choices=["design", "heldout", "confirm", "all"]
+        "--half",
+        default="design",
+        choices=["design", "heldout", "confirm", "confirm2", "all"],
     )
     parser.add_argument("--quick", action="store_true", help="smoke test")
     parser.add_argument("--seeds", type=int, default=3)
@@ -228,7 +236,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     names = [
         n
         for n, s in SCENARIOS.items()
-        if (args.half == s.half or (args.half == "all" and s.half != "confirm"))
+        if (
+            args.half == s.half
+            or (args.half == "all" and s.half not in ("confirm", "confirm2"))
+        )
         and (not args.scenarios or n in args.scenarios.split(","))
     ]
     configs = ["reference", *args.configs.split(",")]
@@ -282,7 +293,7 @@ def table(
 ) -> None:
     SCENARIOS = scenarios()
 
-    for half in ("design", "heldout", "confirm"):
+    for half in ("design", "heldout", "confirm", "confirm2"):
         rows = [n for n in names if SCENARIOS[n].half == half]
         if not rows:
             continue

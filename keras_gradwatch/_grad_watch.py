@@ -378,26 +378,29 @@ class GradWatch(EpochLogger):
             outputs = getattr(self.model, "outputs", None) or []
             if len(outputs) != 1:
                 return {}
-            layer = outputs[0]._keras_history.operation
+            history = outputs[0]._keras_history  # (layer, node, tensor index)
+            layer = getattr(history, "operation", None) or history.layer  # tf_keras
             layers = _signal.measured_layers(self.model)
-            paths = dict(
+            # The backward signal's name for the layer where it measures it
+            # (not under tf_keras), so that the rules can join the two.
+            path = dict(
                 zip(map(id, layers), _signal.unique_layer_paths(layers), strict=True)
-            )
+            ).get(id(layer)) or (getattr(layer, "path", None) or layer.name)
             activation = _signal.activation_name(layer)
             share = _chance.outside_range(
                 activation, batch.y, tuple(outputs[0].shape[1:])
             )
         except Exception:
             return {}
-        if id(layer) not in paths or activation is None or not math.isfinite(share):
+        if activation is None or not math.isfinite(share):
             return {}
         if share > 0:
             logger.warning(
                 "GradWatch: %s Rescale the labels into that range, or use "
                 "another output activation (linear for regression).",
-                _chance.outside_text(share, activation, paths[id(layer)]),
+                _chance.outside_text(share, activation, path),
             )
-        return {paths[id(layer)]: share}
+        return {path: share}
 
     def _signal_row(self, signal: np.ndarray, prefix: str) -> np.ndarray | None:
         """One per-layer scalar of this epoch's pass, NaN where not measured."""
