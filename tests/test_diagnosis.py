@@ -891,24 +891,32 @@ def test_saturated_output_chasing_labels_it_cannot_produce():
     assert diagnose(series) == [plain]
 
 
-def test_stall_with_labels_the_output_cannot_produce():
-    """At (here above) the chance level, with labels out of the output's
-    range: one stall that says why, with the rescaling remedy."""
+@pytest.mark.parametrize(
+    ("loss", "change", "remedy"),
+    [
+        (3.0e4, 1e-2, "target_outside"),  # above chance, weights moving
+        (1.0e3, 1e-7, "stalled"),  # learned, then frozen: the rate first
+    ],
+)
+def test_stall_with_labels_the_output_cannot_produce(loss, change, remedy):
+    """With labels out of the output's range a stall says so; where nothing
+    was learned (at or above the chance level) rescaling them comes first."""
     ratio = np.full((EPOCHS, 4), HEALTHY)
     series = with_signal(
         np.ones((EPOCHS, 4)),
         ratio=ratio,
         activations={LAYERS[3]: "sigmoid"},
-        weight_change=np.full(ratio.shape, 1e-2),
-        loss=np.full(EPOCHS, 3.0e4),
+        weight_change=np.full(ratio.shape, change),
+        loss=np.full(EPOCHS, loss),
     )
     series.chance_loss = 8.4e3
     series.target_outside = {LAYERS[3]: 0.5}
     (finding,) = diagnose(series)
     assert finding.kind == "stalled"
-    assert "above the chance level of the task (8400" in finding.message
+    above = "above the chance level of the task (8400" in finding.message
+    assert above == (loss > 8.4e3)
     assert "50% of the held-out labels lie outside" in finding.message
-    assert finding.remedy == REMEDIES["target_outside"]
+    assert finding.remedy == REMEDIES[remedy]
 
 
 @pytest.mark.parametrize(("drop_at", "named"), [(3, True), (1, False)])

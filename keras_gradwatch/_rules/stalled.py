@@ -34,7 +34,8 @@ DOC = RuleDoc(
     and this one is not reported. A loss flat at the chance level is
     stalled even while the weights move. Where held-out labels lie outside
     what the output activation can produce (``heldout_target_outside``),
-    the message says so and the remedy is to rescale them.""",
+    the message says so, and at the chance level the remedy is to rescale
+    them.""",
     thresholds=(
         "stall_loss",
         "stall_window",
@@ -216,7 +217,9 @@ class Stalled:
             if labels is not None:
                 evidence["target_outside"] = labels[1]
                 text += f" {labels[0]}"
-                remedy = REMEDIES["target_outside"]
+                if self.moving or self.at_chance(loss):
+                    # Nothing learned: the labels' range is the first fix.
+                    remedy = REMEDIES["target_outside"]
             return Finding(
                 self.kind,
                 weights,
