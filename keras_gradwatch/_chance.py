@@ -16,9 +16,10 @@ Label smoothing ``s`` moves each label toward the uniform one first, as the
 loss does. Anything else (other losses, several outputs, sample weights,
 labels the formula does not fit) has no chance level here: NaN.
 
-`outside_range` is the share of labels outside what the output activation
-can produce (a sigmoid's 0 to 1, a tanh's -1 to 1...): an output chasing
-them saturates, and no learning rate or initialization fixes that.
+`outside_range` is the share of label values outside what the output
+activation can produce (a sigmoid's 0 to 1, a tanh's -1 to 1, a ReLU's 0
+and above): an output chasing them saturates (or, for a ReLU, dies), and no
+learning rate or initialization fixes that.
 """
 
 from __future__ import annotations
@@ -115,20 +116,47 @@ RANGES = {
 and 1 without reaching them, and labels of 0 and 1 are its to fit)."""
 
 
-def outside_range(activation: str | None, y: Any, units: tuple[int, ...]) -> float:
-    """The share of the labels `y` that `activation` cannot output, for an
-    output of `units` values per sample; NaN where not known (an activation
-    of unbounded or unknown range, labels that are not one target per
-    output value, such as sparse class indices, or non-finite labels)."""
-    if activation not in RANGES or y is None:
+_COMPARED = {
+    *_BINARY,
+    *_SQUARED,
+    "mean_absolute_error", "MeanAbsoluteError", "mae",
+    "huber", "Huber", "log_cosh", "LogCosh",
+    "mean_squared_logarithmic_error", "MeanSquaredLogarithmicError", "msle",
+}  # fmt: skip
+"""Losses that compare each label with the output value as it is, so that a
+label outside the output's range is one it cannot fit."""
+
+
+def outside_range(
+    activation: str | None,
+    y: Any,
+    units: tuple[int | None, ...],
+    loss: Any = "mse",
+    sample_weight: Any = None,
+) -> float:
+    """The share of the label values `y` that `activation` cannot output,
+    for an output of `units` values per sample (None: any size) under
+    `loss`; NaN where not known: an activation of unbounded or unknown
+    range, a loss that does not compare labels with outputs as they are
+    (custom, cosine, cross-entropy over classes), labels that are not one
+    per output value (class indices), non-finite labels, sample weights
+    (a weight of 0 marks labels that do not count)."""
+    if activation not in RANGES or y is None or sample_weight is not None:
         return math.nan
+    if _identify(loss)[0] not in _COMPARED:
+        return math.nan
+    if isinstance(y, dict | list | tuple) and len(y) == 1:
+        y = next(iter(y.values())) if isinstance(y, dict) else y[0]
     try:
         labels = np.asarray(y, dtype=np.float64)
     except (TypeError, ValueError):
         return math.nan
-    if labels.ndim == 1 and units == (1,):
+    if labels.ndim == 1 and tuple(units) in ((1,), (None,)):
         labels = labels[:, None]
-    if labels.size == 0 or tuple(labels.shape[1:]) != tuple(units):
+    shape = labels.shape[1:]
+    if labels.size == 0 or len(shape) != len(units):
+        return math.nan
+    if any(u is not None and u != n for u, n in zip(units, shape, strict=True)):
         return math.nan
     if not np.isfinite(labels).all():
         return math.nan
@@ -147,7 +175,7 @@ def outside_text(share: float, activation: str, layer: str) -> str:
     report alike."""
     shown = f"{share:.0%}" if share >= 0.01 else f"{share:.2%}"
     return (
-        f"{shown} of the held-out labels lie outside the range of the output "
-        f"layer's {activation} ({layer}: {range_text(activation)}): it "
-        "saturates chasing them."
+        f"{shown} of the held-out label values lie outside the range of the "
+        f"output layer's {activation} ({layer}: {range_text(activation)}), "
+        "which it cannot produce."
     )

@@ -49,9 +49,9 @@ REMEDIES = {
         "to an adaptive optimizer (Adam), and fix any vanishing gradients."
     ),
     "target_outside": (
-        "Rescale the labels into the range of the output activation (e.g. "
-        "divide pixel targets by 255), or use an output activation that "
-        "covers them (linear for regression targets)."
+        "Bring the labels into the range of the output activation (rescale "
+        "or shift them: e.g. divide pixel targets by 255), or use an output "
+        "activation that covers them (linear for regression targets)."
     ),
     "stalled_at_chance": (
         "Standardize the inputs and the targets (the model's outputs start far "

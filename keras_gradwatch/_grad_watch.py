@@ -370,10 +370,14 @@ class GradWatch(EpochLogger):
             return math.nan
 
     def _targets_outside(self, batch: _heldout.Batch) -> dict[str, float]:
-        """{output layer path: the share of held-out labels its activation
-        cannot output} for a model with one output whose layer has a
-        bounded activation (`keras_gradwatch._chance.outside_range`), else
-        empty; warns once when that share is not 0. Never fails the fit."""
+        """{output layer path: the share of held-out label values its
+        activation cannot output} for a functional or Sequential model with
+        one output whose layer has a bounded activation, under a loss that
+        compares labels with outputs (`keras_gradwatch._chance.outside_range`),
+        else empty; warns once when that share is not 0. Never fails the
+        fit. The rules join it to the layer where the backward signal is
+        measured (not under tf_keras, nor for a weightless Activation layer:
+        there it is the warning and the tag only)."""
         try:
             outputs = getattr(self.model, "outputs", None) or []
             if len(outputs) != 1:
@@ -388,7 +392,11 @@ class GradWatch(EpochLogger):
             ).get(id(layer)) or (getattr(layer, "path", None) or layer.name)
             activation = _signal.activation_name(layer)
             share = _chance.outside_range(
-                activation, batch.y, tuple(outputs[0].shape[1:])
+                activation,
+                batch.y,
+                tuple(outputs[0].shape[1:]),
+                loss=self.model.loss,
+                sample_weight=batch.sample_weight,
             )
         except Exception:
             return {}
@@ -396,7 +404,7 @@ class GradWatch(EpochLogger):
             return {}
         if share > 0:
             logger.warning(
-                "GradWatch: %s Rescale the labels into that range, or use "
+                "GradWatch: %s Bring the labels into that range, or use "
                 "another output activation (linear for regression).",
                 _chance.outside_text(share, activation, path),
             )

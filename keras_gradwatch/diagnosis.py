@@ -182,6 +182,16 @@ class Series:
         self.paths = list(self.paths)
         self.layers = list(self.layers)
         self.activations = dict(self.activations)
+        self.target_outside = {
+            layer: float(share)
+            for layer, share in dict(self.target_outside).items()
+            if not math.isnan(share)
+        }
+        if any(not 0 <= share <= 1 for share in self.target_outside.values()):
+            raise ValueError(
+                "Series.target_outside holds shares, in [0, 1]. Received: "
+                f"target_outside={self.target_outside!r}"
+            )
         shape = (self.epochs.size, len(self.paths))
         by_layer = (self.epochs.size, len(self.layers))
         for name, expected, what in (

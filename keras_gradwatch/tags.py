@@ -65,11 +65,15 @@ Tags (``<path>`` is the Keras ``weight.path``, e.g. ``sequential/dense_1/kernel`
     smoothing applied: ln 2 for balanced binary labels) or mean squared
     error (the labels' variance), without sample weights; the diagnosis
     says when a stalled loss sits at it.
-    ``heldout_target_outside/<layer>`` is written with it for a model with
-    one output whose layer's activation has a bounded range (sigmoid,
-    hard_sigmoid, tanh, softsign: both ends; relu, relu6, softplus,
-    exponential: 0 and above, relu6 at most 6) and labels of the output's
-    shape; the diagnosis names it when that output saturates.
+    ``heldout_target_outside/<layer>`` is written with it for a functional
+    or Sequential model with one output whose layer's activation has a
+    bounded range (sigmoid, hard_sigmoid, tanh, softsign: both ends; relu,
+    relu6, softplus, exponential: 0 and above, relu6 at most 6), labels of
+    the output's shape, no sample weights, and a loss that compares labels
+    with outputs as they are (MSE, MAE, Huber, log-cosh, MSLE, binary
+    cross-entropy); it is a share of label values. Findings on that output
+    (saturated or dead units, the backward signal's drop across it) and a
+    stall name it and put bringing the labels into range first.
     ``weight_nonfinite`` exists because a non-finite weight need not show in
     its gradient: with oneDNN kernels (``TF_ENABLE_ONEDNN_OPTS=1``) a fused
     MatMul + BiasAdd + Relu maps NaN to 0 in graph mode, so a layer whose
@@ -280,9 +284,8 @@ _DESCRIPTIONS = {
         "chance level."
     ),
     TARGET_OUTSIDE: (
-        "Share of the held-out labels outside what this output layer's "
-        "activation can produce (a sigmoid's 0 to 1...): an output chasing "
-        "them saturates."
+        "Share of the held-out label values outside what this output layer's "
+        "activation can produce (a sigmoid's 0 to 1, a ReLU's 0 and above...)."
     ),
     EPOCH_TAG: "The 0-based epoch this optimizer step fell in.",
     ACT_GRAD_NORM: "L2 norm of the loss' gradient with respect to the layer's output.",

@@ -5,6 +5,7 @@ import math
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -853,22 +854,42 @@ def test_stalled_against_the_chance_level(loss, change, said):
         ("tanh", [[-1.0, 2.0], [0.0, 1.0]], (2,), 1 / 4),
         ("relu", [3.0, -2.0, 0.0, 7.0], (1,), 1 / 4),
         ("relu6", [6.0, 6.5], (1,), 1 / 2),
+        ("sigmoid", np.full((2, 3, 4), 2.0), (None, 4), 1.0),  # any length
+        ("sigmoid", {"out": [2.0, 0.5]}, (1,), 1 / 2),  # one output's labels
         ("linear", [255.0], (1,), math.nan),  # unbounded: nothing to say
         ("softmax", [[0.0, 1.0]], (2,), math.nan),  # not a per-value range
         ("sigmoid", [3, 1, 0], (4,), math.nan),  # class indices, not one per unit
+        ("sigmoid", np.full((2, 3, 4), 2.0), (None, 5), math.nan),
         ("sigmoid", [0.5, math.nan], (1,), math.nan),
     ],
 )
 def test_share_of_labels_an_output_cannot_produce(activation, labels, units, share):
     from keras_gradwatch._chance import outside_range
 
-    got = outside_range(activation, labels, units)
+    got = outside_range(activation, labels, units, loss="mse")
     assert got == share or (math.isnan(got) and math.isnan(share))
+
+
+@pytest.mark.parametrize(
+    ("loss", "weights", "known"),
+    [
+        ("mse", None, True),
+        ("binary_crossentropy", None, True),
+        ("cosine_similarity", None, False),  # scale-free: any range fits
+        (lambda y, p: (y / 255 - p) ** 2, None, False),  # may rescale itself
+        ("mse", np.ones(2), False),  # a weight of 0 marks labels that do not count
+    ],
+)
+def test_labels_outside_only_where_the_loss_compares_them(loss, weights, known):
+    from keras_gradwatch._chance import outside_range
+
+    got = outside_range("sigmoid", [2.0, 0.5], (1,), loss=loss, sample_weight=weights)
+    assert got == 0.5 if known else math.isnan(got)
 
 
 def test_saturated_output_chasing_labels_it_cannot_produce():
     """A sigmoid output asked for 0-255 saturates: the finding names the
-    labels and the remedy is to rescale them, not to change the net."""
+    labels and its remedy puts bringing them into range first."""
     dead = np.zeros((EPOCHS, 4))
     dead[:, 3] = 0.9
     activations = {layer: "relu" for layer in LAYERS[:3]} | {LAYERS[3]: "sigmoid"}
@@ -880,27 +901,39 @@ def test_saturated_output_chasing_labels_it_cannot_produce():
     (finding,) = diagnose(series)
     assert finding.kind == "vanishing"
     assert finding.weights == plain.weights
-    assert (
-        "99% of the held-out labels lie outside the range of the output "
-        "layer's sigmoid (net/dense_3: 0 to 1)" in finding.message
+    assert finding.message == (
+        f"{plain.message} 99% of the held-out label values lie outside the range "
+        "of the output layer's sigmoid (net/dense_3: 0 to 1), which it cannot "
+        "produce."
     )
-    assert finding.remedy == REMEDIES["target_outside"]
+    assert finding.remedy.startswith(REMEDIES["target_outside"])
+    assert finding.remedy.endswith(REMEDIES["saturated"][1:])
     assert finding.evidence["target_outside"] == 0.99
     # A share for another layer than the saturated one changes nothing.
     series.target_outside = {LAYERS[0]: 0.99}
     assert diagnose(series) == [plain]
 
 
-@pytest.mark.parametrize(
-    ("loss", "change", "remedy"),
-    [
-        (3.0e4, 1e-2, "target_outside"),  # above chance, weights moving
-        (1.0e3, 1e-7, "stalled"),  # learned, then frozen: the rate first
-    ],
-)
-def test_stall_with_labels_the_output_cannot_produce(loss, change, remedy):
-    """With labels out of the output's range a stall says so; where nothing
-    was learned (at or above the chance level) rescaling them comes first."""
+def test_dead_relu_output_on_negative_labels():
+    """A ReLU output asked for negative values dies: dead_units, naming the
+    labels, with their fix first."""
+    dead = np.zeros((EPOCHS, 4))
+    dead[:, 3] = 1.0
+    series = with_signal(
+        np.ones((EPOCHS, 4)), dead=dead, activations=dict.fromkeys(LAYERS, "relu")
+    )
+    series.target_outside = {LAYERS[3]: 1.0}
+    (finding,) = diagnose(series)
+    assert finding.kind == "dead_units"
+    assert "(net/dense_3: 0 and above), which it cannot produce" in finding.message
+    assert finding.remedy.startswith(REMEDIES["target_outside"])
+
+
+@pytest.mark.parametrize(("loss", "change"), [(3.0e4, 1e-2), (1.0e3, 1e-7)])
+def test_stall_with_labels_the_output_cannot_produce(loss, change):
+    """A stall (above the chance level with moving weights, or below it on
+    frozen ones) names labels out of the output's range; their fix first,
+    then the stall's own remedy."""
     ratio = np.full((EPOCHS, 4), HEALTHY)
     series = with_signal(
         np.ones((EPOCHS, 4)),
@@ -910,20 +943,25 @@ def test_stall_with_labels_the_output_cannot_produce(loss, change, remedy):
         loss=np.full(EPOCHS, loss),
     )
     series.chance_loss = 8.4e3
+    (plain,) = diagnose(series)
     series.target_outside = {LAYERS[3]: 0.5}
     (finding,) = diagnose(series)
     assert finding.kind == "stalled"
     above = "above the chance level of the task (8400" in finding.message
     assert above == (loss > 8.4e3)
-    assert "50% of the held-out labels lie outside" in finding.message
-    assert finding.remedy == REMEDIES[remedy]
+    assert finding.message.startswith(plain.message)
+    assert "50% of the held-out label values lie outside" in finding.message
+    assert finding.remedy == (
+        f"{REMEDIES['target_outside']} Then, if it persists: "
+        f"{plain.remedy[0].lower()}{plain.remedy[1:]}"
+    )
 
 
 @pytest.mark.parametrize(("drop_at", "named"), [(3, True), (1, False)])
 def test_signal_vanishing_across_an_output_chasing_labels(drop_at, named):
-    """A saturated sigmoid output gates the backward signal: the drop across
-    it is said to come from labels it cannot produce; a drop lower in the
-    net is the net's own."""
+    """A saturated sigmoid output gates the backward signal: a drop across
+    it names labels it cannot produce; a drop lower in the net is the net's
+    own."""
     signal = np.ones((EPOCHS, 4))
     signal[:, :drop_at] = 1e-5
     series = with_signal(
@@ -933,6 +971,16 @@ def test_signal_vanishing_across_an_output_chasing_labels(drop_at, named):
     (finding,) = diagnose(series)
     assert finding.kind == "vanishing"
     assert "The backward signal vanishes toward the input" in finding.message
-    said = "75% of the held-out labels lie outside the range of the output"
+    said = "75% of the held-out label values lie outside the range of the output"
     assert (said in finding.message) == named
-    assert finding.remedy == REMEDIES["target_outside" if named else "vanishing"]
+    assert finding.remedy.startswith(REMEDIES["target_outside"]) == named
+    assert finding.remedy.endswith(REMEDIES["vanishing"][1:])
+
+
+def test_target_outside_holds_shares():
+    series = make(np.full((EPOCHS, 2), HEALTHY))
+    assert (
+        replace(series, target_outside={"net/dense_1": math.nan}).target_outside == {}
+    )
+    with pytest.raises(ValueError, match=r"target_outside holds shares, in \[0, 1\]"):
+        replace(series, target_outside={"net/dense_1": 5.0})

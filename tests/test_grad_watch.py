@@ -422,7 +422,7 @@ def test_labels_the_output_cannot_produce(tmp_path, caplog):
     model.fit(x, y, epochs=20, batch_size=32, verbose=0,
               callbacks=[GradWatch(tmp_path, held_out=(held_x, held_y))])  # fmt: skip
     messages = [r.getMessage() for r in caplog.records]
-    said = f"{share:.0%} of the held-out labels lie outside the range of the output"
+    said = f"{share:.0%} of the held-out label values lie outside the range"
     assert sum(m.startswith(f"GradWatch: {said}") for m in messages) == 1
     tag = tags.tag(tags.TARGET_OUTSIDE, "reg/dense_1")
     logged = read_run(tmp_path / tags.DEFAULT_RUN)
@@ -434,4 +434,4 @@ def test_labels_the_output_cannot_produce(tmp_path, caplog):
     current = [f for f in run.findings if f.current]
     assert current
     assert all(said in f.message for f in current)
-    assert {f.remedy for f in current} == {REMEDIES["target_outside"]}
+    assert all(f.remedy.startswith(REMEDIES["target_outside"]) for f in current)

@@ -281,6 +281,9 @@ def test_out_of_domain_values_are_invalid_data_not_findings(tmp_path):
         events.append(event(f"grad_dead_units/{PATHS[0]}", step, 5.0))
         events.append(event(f"grad_nonfinite/{PATHS[1]}", step, math.nan))
         events.append(event(f"grad_nonfinite/{PATHS[2]}", step, -3.0))
+    events.append(event("heldout_target_outside/net/dense_0", 0, 5.0))
+    events.append(event("heldout_target_outside/net/dense_1", 0, math.nan))
+    events.append(event("heldout_target_outside", 0, 0.5))  # no layer
     write_events(tmp_path / "run" / name(), events)
     result = report(tmp_path, "--json")
     assert result.rc == 0
@@ -293,6 +296,7 @@ def test_out_of_domain_values_are_invalid_data_not_findings(tmp_path):
     assert "4 grad_norm value(s) left out as invalid data" in notes
     assert "4 grad_dead_units value(s)" in notes
     assert "8 grad_nonfinite value(s)" in notes
+    assert "2 heldout_target_outside value(s)" in notes
     assert notes in result.err.replace("gradwatch: note: ", "")
 
 

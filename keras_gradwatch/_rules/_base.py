@@ -9,7 +9,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from keras_gradwatch import _chance
-from keras_gradwatch._findings import Finding, Thresholds, is_kernel
+from keras_gradwatch._findings import REMEDIES, Finding, Thresholds, is_kernel
 
 SATURATING = frozenset(
     {
@@ -189,11 +189,6 @@ class Run:
         ]
         self.saturating = np.array([a in SATURATING for a in self.activation], bool)
         outside = target_outside or {}
-        self.outside = np.array(
-            [outside.get(self.layers[o], 0.0) if o >= 0 else 0.0 for o in self.owner]
-        )
-        """Per kernel, the share of labels its layer's activation cannot
-        produce (0 where not known or not an output layer)."""
         self.layer_activation = dict(activations)
         self.outside_layers = {
             i: outside[layer] for i, layer in enumerate(self.layers) if layer in outside
@@ -359,14 +354,14 @@ def listed(names: Sequence[str], shown: int = 3) -> str:
 def outside_labels(
     run: Run, among: np.ndarray | None = None
 ) -> tuple[str, float] | None:
-    """A sentence on the labels an output layer's activation cannot produce
-    and their share, over the kernels `among` (bools, ``[kernels]``; all by
-    default); None where no such share is known and above 0."""
-    outside = run.outside if among is None else np.where(among, run.outside, 0.0)
-    if outside.max(initial=0.0) <= 0:
-        return None
-    j = int(np.argmax(outside))
-    return outside_layer_labels(run, int(run.owner[j]))
+    """A sentence on the label values an output layer's activation cannot
+    produce and their share, for the layer of one of the kernels `among`
+    (bools, ``[kernels]``; all by default); None where no share above 0 is
+    known for them."""
+    kernels = np.ones(run.kernels.size, bool) if among is None else among
+    owners = {int(o) for o in run.owner[np.asarray(kernels, bool)] if o >= 0}
+    best = max(owners, key=lambda o: run.outside_layers.get(o, 0.0), default=None)
+    return None if best is None else outside_layer_labels(run, best)
 
 
 def outside_layer_labels(run: Run, layer: int) -> tuple[str, float] | None:
@@ -376,3 +371,23 @@ def outside_layer_labels(run: Run, layer: int) -> tuple[str, float] | None:
     if not share > 0 or activation not in _chance.RANGES:
         return None
     return _chance.outside_text(share, activation, run.layers[layer]), share
+
+
+def labels_first(
+    labels: tuple[str, float] | None,
+    message: str,
+    remedy: str,
+    evidence: dict[str, float],
+) -> tuple[str, str]:
+    """`message` and `remedy`, with `labels` (from `outside_labels`) said
+    after the one and their fix put before the other: labels an output
+    cannot produce are wrong whatever else is, and the rest may follow
+    from them. Records their share in `evidence`."""
+    if labels is None:
+        return message, remedy
+    evidence["target_outside"] = labels[1]
+    then = remedy[:1].lower() + remedy[1:]
+    return (
+        f"{message} {labels[0]}",
+        f"{REMEDIES['target_outside']} Then, if it persists: {then}",
+    )

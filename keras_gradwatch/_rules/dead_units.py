@@ -13,7 +13,9 @@ from keras_gradwatch._rules._base import (
     RuleDoc,
     Run,
     kernel_plan,
+    labels_first,
     listed,
+    outside_labels,
 )
 
 DOC = RuleDoc(
@@ -24,7 +26,9 @@ DOC = RuleDoc(
     saturated: that is reported as ``vanishing``. When every kernel's
     gradient is zero, the network has collapsed. A layer whose output gets
     no backward signal at all (a head the loss ignores, or dead units after
-    it) is not judged: its units are not the cause.""",
+    it) is not judged: its units are not the cause. A dead ReLU output
+    whose held-out labels lie below 0 (``heldout_target_outside``) names
+    them, and the remedy puts bringing them into range first.""",
     thresholds=("dead_fraction", "min_epochs"),
     mechanism="""
     AUTOTRAINER and DeepDiagnosis flag 70% dead units; SageMaker Debugger's
@@ -133,13 +137,16 @@ class DeadUnits:
         def describe(
             weights: tuple[str, ...], evidence: dict[str, float]
         ) -> tuple[str, dict[str, float], str]:
-            return (
+            extra = {"threshold": run.th.dead_fraction}
+            message, remedy = labels_first(
+                outside_labels(run, flagged),
                 f"Up to {max(evidence.values()):.0%} of the units of "
                 f"{listed(weights)} get no gradient at all "
                 f"({self.cause(flagged)}).",
-                {"threshold": run.th.dead_fraction},
                 REMEDIES["dead_units"],
+                extra,
             )
+            return message, extra, remedy
 
         columns = run.kernels[flagged]
         return [

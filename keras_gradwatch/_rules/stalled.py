@@ -13,6 +13,7 @@ from keras_gradwatch._rules._base import (
     Row,
     RuleDoc,
     Run,
+    labels_first,
     listed,
     outside_labels,
 )
@@ -34,8 +35,7 @@ DOC = RuleDoc(
     and this one is not reported. A loss flat at the chance level is
     stalled even while the weights move. Where held-out labels lie outside
     what the output activation can produce (``heldout_target_outside``),
-    the message says so, and at the chance level the remedy is to rescale
-    them.""",
+    the message says so and the remedy puts fixing them first.""",
     thresholds=(
         "stall_loss",
         "stall_window",
@@ -213,13 +213,7 @@ class Stalled:
                     )
                 else:
                     text += " (or converged)."
-            labels = outside_labels(run)
-            if labels is not None:
-                evidence["target_outside"] = labels[1]
-                text += f" {labels[0]}"
-                if self.moving or self.at_chance(loss):
-                    # Nothing learned: the labels' range is the first fix.
-                    remedy = REMEDIES["target_outside"]
+            text, remedy = labels_first(outside_labels(run), text, remedy, evidence)
             return Finding(
                 self.kind,
                 weights,

@@ -18,6 +18,7 @@ from keras_gradwatch._rules._base import (
     gains,
     joined,
     kernel_plan,
+    labels_first,
     listed,
     outside_labels,
     outside_layer_labels,
@@ -35,10 +36,11 @@ DOC = RuleDoc(
     its layer's signal does not grow toward the input. Where the backward
     signal is logged it decides the direction: while it explodes toward the
     input, nothing through depth is reported as vanishing. Layers at or
-    before a layer with dead units are left to ``dead_units``. A saturated
-    output layer whose held-out labels lie partly outside what its
-    activation can produce (``heldout_target_outside``) is said to chase
-    them, with the remedy to rescale the labels.""",
+    before a layer with dead units are left to ``dead_units``. Where held-out
+    labels lie outside what the output layer's activation can produce
+    (``heldout_target_outside``), a saturated output, or a drop of the
+    signal across the output layer, names them, and the remedy puts
+    bringing them into range first.""",
     thresholds=(
         "signal_vanishing",
         "time_vanishing",
@@ -160,18 +162,15 @@ class Vanishing:
             labels = outside_layer_labels(run, int(run.signal[-1]))
 
         def describe(layers: str, worst: float) -> tuple[str, float, str]:
-            message = (
+            message, remedy = labels_first(
+                labels,
                 "The backward signal vanishes toward the input: the loss "
                 f"gradient at the output of {layers} is down to {worst:.1e} "
-                "of that of a layer after it."
+                "of that of a layer after it.",
+                REMEDIES["vanishing"],
+                {},
             )
-            if labels is not None:
-                return (
-                    f"{message} {labels[0]}",
-                    run.th.signal_vanishing,
-                    REMEDIES["target_outside"],
-                )
-            return message, run.th.signal_vanishing, REMEDIES["vanishing"]
+            return message, run.th.signal_vanishing, remedy
 
         return layer_plan(
             self.run, self.kind, flagged, self.signal, "act_grad_gain", min, describe
@@ -228,20 +227,16 @@ class Vanishing:
             weights: tuple[str, ...], evidence: dict[str, float]
         ) -> tuple[str, dict[str, float], str]:
             names = sorted({run.activation[j] for j in np.flatnonzero(flagged)})
-            message = (
+            extra = {"threshold": run.th.dead_fraction}
+            message, remedy = labels_first(
+                outside_labels(run, flagged),
                 f"Up to {max(evidence.values()):.0%} of the units of "
                 f"{listed(weights)} pass no gradient: their {'/'.join(names)} "
-                "is saturated (its derivative rounds to zero)."
+                "is saturated (its derivative rounds to zero).",
+                REMEDIES["saturated"],
+                extra,
             )
-            labels = outside_labels(run, flagged)
-            if labels is not None:
-                # The labels' scale, not the weights, saturates this output.
-                return (
-                    f"{message} {labels[0]}",
-                    {"threshold": run.th.dead_fraction, "target_outside": labels[1]},
-                    REMEDIES["target_outside"],
-                )
-            return message, {"threshold": run.th.dead_fraction}, REMEDIES["saturated"]
+            return message, extra, remedy
 
         tally = self.dead.saturated
         columns = run.kernels[flagged]
