@@ -131,7 +131,8 @@ def outside_range(
     activation: str | None,
     y: Any,
     units: tuple[int | None, ...],
-    loss: Any = "mse",
+    *,
+    loss: Any,
     sample_weight: Any = None,
 ) -> float:
     """The share of the label values `y` that `activation` cannot output,
