@@ -390,7 +390,13 @@ class GradWatch(EpochLogger):
             path = dict(
                 zip(map(id, layers), _signal.unique_layer_paths(layers), strict=True)
             ).get(id(layer)) or (getattr(layer, "path", None) or layer.name)
-            activation = _signal.activation_name(layer)
+            # A Bidirectional layer's merge (a sum, a concatenation...) sets
+            # its range, not its forward layer's activation.
+            activation = (
+                None
+                if type(layer).__name__ == "Bidirectional"  # Keras 3 or tf_keras
+                else _signal.activation_name(layer)
+            )
             share = _chance.outside_range(
                 activation,
                 batch.y,

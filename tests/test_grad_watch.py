@@ -435,3 +435,23 @@ def test_labels_the_output_cannot_produce(tmp_path, caplog):
     assert current
     assert all(said in f.message for f in current)
     assert all(f.remedy.startswith(REMEDIES["target_outside"]) for f in current)
+
+
+def test_a_bidirectional_output_is_not_judged_by_its_forward_activation(
+    tmp_path, caplog
+):
+    """Summed, two tanh LSTMs reach 2: labels of 1.5 are not out of range."""
+    caplog.set_level(logging.INFO, logger="keras_gradwatch")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 5, 3)).astype("float32")
+    y = np.full((32, 1), 1.5, "float32")
+    model = keras.Sequential([
+        keras.Input((5, 3)),
+        keras.layers.Bidirectional(keras.layers.LSTM(1), merge_mode="sum"),
+    ])  # fmt: skip
+    model.compile("adam", "mse")
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[GradWatch(tmp_path, (x, y))])
+    assert not any("outside the range" in r.getMessage() for r in caplog.records)
+    assert not any(
+        t.startswith(tags.TARGET_OUTSIDE) for t in read_run(tmp_path / tags.DEFAULT_RUN)
+    )
