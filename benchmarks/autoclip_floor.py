@@ -40,6 +40,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "examples")]
 
+import autoclip_eval  # noqa: E402  (its worker set-up: one thread, deterministic ops)
+
 HEALTHY = (
     "healthy_cnn_sgd",
     "healthy_circles_sgd",
@@ -94,14 +96,6 @@ def run_one(task: tuple[float, str, int, bool]) -> dict[str, Any]:
     return {"floor": floor, "run": name, "seed": seed, "share": share}
 
 
-def _worker() -> None:
-    import tensorflow as tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(1)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-    tf.config.experimental.enable_op_determinism()
-
-
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke test")
@@ -124,7 +118,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         # Spawned, not forked: a fork of a process running TensorFlow can hang.
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(
-            args.workers, mp_context=context, initializer=_worker
+            args.workers, mp_context=context, initializer=autoclip_eval._worker
         ) as pool:
             rows = list(pool.map(run_one, tasks))
     print(table(rows, floors, healthy))
