@@ -28,7 +28,17 @@ _CALLBACKS = {
 def __getattr__(name: str) -> Any:
     if name not in _CALLBACKS:
         raise AttributeError(f"module 'keras_gradwatch' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_CALLBACKS[name]), name)
+    try:
+        module = importlib.import_module(_CALLBACKS[name])
+    except ModuleNotFoundError as error:
+        if error.name != "tensorflow":
+            raise
+        raise ImportError(
+            f"{name} needs TensorFlow, which is not installed: "
+            "pip install 'keras_gradwatch[tensorflow]'. GradWatch and "
+            "WeightNorms run on JAX and PyTorch without it."
+        ) from error
+    value = getattr(module, name)
     globals()[name] = value
     return value
 

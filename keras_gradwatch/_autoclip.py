@@ -21,7 +21,7 @@ from keras_gradwatch import (
     _autoclip_tf_keras,
     _clipping,
     _compat,
-    _summary,
+    _tf_summary,
     _validation,
     tags,
 )
@@ -206,6 +206,12 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
         stop_on_lost_run: bool = True,
     ) -> None:
         super().__init__()
+        if keras.backend.backend() != "tensorflow" and _compat.tf_keras() is None:
+            raise ValueError(
+                "AutoClip needs the TensorFlow backend for now (its policy runs "
+                "inside TensorFlow's train step). Received: backend="
+                f"{keras.backend.backend()!r}"
+            )
         if mode not in MODES:
             raise ValueError(
                 f"`mode` must be one of {', '.join(map(repr, MODES))}. "
@@ -313,7 +319,7 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
             # thousand summaries, not every ten; the writer still flushes
             # every two minutes and when fit ends.
             queue = None if self.every_n_steps is None else STEP_QUEUE
-            self._writer = _summary.open_writer(self.log_dir, self.run, model, queue)
+            self._writer = _tf_summary.open_writer(self.log_dir, self.run, model, queue)
         try:
             self._attach(optimizer)
             if legacy:
@@ -366,7 +372,7 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
             try:
                 with self._writer.as_default(step=epoch):
                     for name, value in values.items():
-                        _summary.scalar(
+                        _tf_summary.scalar(
                             f"autoclip/{name}",
                             tf.constant(value, tf.float64),
                             f"AutoClip ({self.mode}), per epoch.",
@@ -480,8 +486,8 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
             due = tf.logical_and(due, first)
         description = f"AutoClip ({self.mode}), every {self.every_n_steps} step(s)."
         with self._writer.as_default(step=step), tf.summary.record_if(due):
-            _summary.scalar(tags.AUTOCLIP_STEP_GRAD_NORM, norm, description)
-            _summary.scalar(tags.AUTOCLIP_STEP_THRESHOLD, bound, description)
+            _tf_summary.scalar(tags.AUTOCLIP_STEP_GRAD_NORM, norm, description)
+            _tf_summary.scalar(tags.AUTOCLIP_STEP_THRESHOLD, bound, description)
 
     # -- reporting ---------------------------------------------------------
 
@@ -533,7 +539,7 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
 
     def _close_writer(self) -> None:
         writer, self._writer = self._writer, None
-        _summary.close_writer(writer, "AutoClip")
+        _tf_summary.close_writer(writer, "AutoClip")
 
 
 def _or(value: Any, default: Any) -> Any:

@@ -8,9 +8,8 @@ from collections.abc import Callable
 from typing import Any
 
 import keras
-import tensorflow as tf
 
-from keras_gradwatch import _compat, _summary, _validation
+from keras_gradwatch import _compat, _validation, _writer
 
 logger = logging.getLogger("keras_gradwatch")
 
@@ -31,14 +30,14 @@ class EpochLogger(_compat.LegacyHooks, keras.callbacks.Callback):
         self.log_dir = _validation.log_dir(log_dir)
         self.freq = _validation.positive_int("freq", freq)
         self.run = _validation.run_name(run)
-        self._writer: tf.summary.SummaryWriter | None = None
+        self._writer: _writer.Writer | None = None
         self._run_dir: str | None = None
         self._said_gone = False
 
-    def _open_writer(self) -> tf.summary.SummaryWriter:
+    def _open_writer(self) -> _writer.Writer:
         self._close()
-        self._writer = _summary.open_writer(self.log_dir, self.run, self.model)
         writes = _compat.should_write(self.model)
+        self._writer = _writer.open_writer(self.log_dir, self.run, writes)
         self._run_dir = os.path.join(self.log_dir, self.run) if writes else None
         self._said_gone = False
         return self._writer
@@ -67,11 +66,11 @@ class EpochLogger(_compat.LegacyHooks, keras.callbacks.Callback):
             self._close()
 
     def _check_directory(self, where: str) -> None:
-        """Says once if the run directory went away during `fit`: TensorFlow's
-        writer then drops every event without a word."""
-        if self._run_dir is None or self._said_gone:
+        """Says once if the (local) run directory went away during `fit`:
+        the events then go to a file no directory holds."""
+        if self._run_dir is None or self._said_gone or "://" in self._run_dir:
             return
-        if not tf.io.gfile.isdir(self._run_dir):
+        if not os.path.isdir(self._run_dir):
             self._said_gone = True
             logger.warning(
                 "%s: the log directory %s disappeared during fit; the events "
@@ -87,4 +86,4 @@ class EpochLogger(_compat.LegacyHooks, keras.callbacks.Callback):
     def _close(self) -> None:
         """Flushes and closes the writer; subclasses drop their function."""
         writer, self._writer = self._writer, None
-        _summary.close_writer(writer, type(self).__name__)
+        _writer.close_writer(writer, type(self).__name__)

@@ -13,7 +13,6 @@ import sys
 from typing import Any
 
 import keras
-import tensorflow as tf
 
 
 def tf_keras() -> Any:
@@ -46,8 +45,10 @@ def weight_path(variable: Any) -> str:
     return name.removesuffix(":0")
 
 
-def read(variable: Any) -> tf.Tensor:
-    """The current value of a Keras 3 variable or a `tf.Variable`."""
+def read(variable: Any) -> Any:
+    """The current value of a Keras 3 variable or a `tf.Variable` (TensorFlow)."""
+    import tensorflow as tf
+
     return tf.convert_to_tensor(variable)
 
 
@@ -68,7 +69,7 @@ def metric_variables(model: Any) -> list[Any]:
     return list(model.metrics_variables)
 
 
-def loss_scale(optimizer: Any) -> tf.Tensor | None:
+def loss_scale(optimizer: Any) -> Any:
     """The factor training multiplies the loss by, or None where it is 1.
 
     Read when called, so a dynamic scale (mixed precision) is current. Keras
@@ -77,6 +78,8 @@ def loss_scale(optimizer: Any) -> tf.Tensor | None:
     """
     if optimizer is None:
         return None
+    import tensorflow as tf
+
     if isinstance(optimizer, keras.optimizers.LossScaleOptimizer) or getattr(
         optimizer, "loss_scale_factor", None
     ):
@@ -89,11 +92,16 @@ def loss_scale(optimizer: Any) -> tf.Tensor | None:
 
 
 def should_write(model: Any) -> bool:
-    """False on the non-chief workers of a multi-worker strategy.
+    """False on the non-chief workers of a multi-worker strategy, and on
+    JAX in every process but the first (`jax.process_index`).
 
     Every worker runs the callbacks; only the chief writes, so that a log
     directory shared by the workers gets one copy of each run.
     """
+    if not is_tf_keras(model) and keras.backend.backend() == "jax":
+        import jax
+
+        return bool(jax.process_index() == 0)
     strategy = getattr(model, "distribute_strategy", None)
     extended = getattr(strategy, "extended", None)
     return bool(getattr(extended, "should_save_summary", True))

@@ -7,21 +7,21 @@ import os
 import re
 from typing import Any
 
+import keras
 import numpy as np
-import tensorflow as tf
 
 from keras_gradwatch import (
     _chance,
     _compat,
     _heldout,
+    _layers,
     _rules,
-    _signal,
     _summary,
     _validation,
     tags,
 )
 from keras_gradwatch._callback import EpochLogger, logger
-from keras_gradwatch._probe import GradientProbe, Result
+from keras_gradwatch._pass import Result
 
 
 class GradWatch(EpochLogger):
@@ -126,6 +126,12 @@ class GradWatch(EpochLogger):
                     f"give one of them. Received: freq={freq}, "
                     f"every_n_steps={every_n_steps}"
                 )
+        if every_n_steps is not None and keras.backend.backend() != "tensorflow":
+            raise ValueError(
+                "`every_n_steps` needs the TensorFlow backend for now; on "
+                f"{keras.backend.backend()!r} use `freq` (epochs). Received: "
+                f"every_n_steps={every_n_steps}"
+            )
         self.every_n_steps = every_n_steps
         _heldout.check(held_out)
         self.held_out = held_out
@@ -138,11 +144,10 @@ class GradWatch(EpochLogger):
         self._signal_columns: dict[str, int] = {}
         self._diagnosing = diagnose
         self._nonfinite: set[str] = set()
-        self._probe: GradientProbe | None = None
+        self._probe: Any = None
         self._records: _summary.Records | None = None
         self._texts: list[bytes] = []
         self._texts_due = False
-        self._raw: _summary.RawWriter | None = None
         self._iterations: Any = None
         self._last_step = 0
         self._epoch = 0
@@ -154,11 +159,13 @@ class GradWatch(EpochLogger):
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         _validation.compiled(self.model)
         if self._batch is None:
-            self._batch = _heldout.take(self.held_out, self.max_samples)
+            self._batch = _heldout.take(
+                self.held_out, self.max_samples, _converter(self.model)
+            )
             self._say_capped(self._batch)
         self._diagnosing = self.diagnose
         self._nonfinite = set()
-        self._raw = _summary.RawWriter(self._open_writer())
+        self._open_writer()
         if self._probe is None or not self._probe.matches(self.model):
             self._build_probe(self._batch)
         self._texts_due = True  # once per fit, at its first logged epoch
@@ -185,7 +192,7 @@ class GradWatch(EpochLogger):
     def _build_probe(self, batch: _heldout.Batch) -> None:
         """Traces the pass for the model as it is now; model errors surface here."""
         self._probe = self._records = None
-        probe = GradientProbe(self.model, buckets=self.buckets, training=self.training)
+        probe = _new_probe(self.model, buckets=self.buckets, training=self.training)
         try:
             probe.build(batch)
         except Exception as error:
@@ -276,7 +283,7 @@ class GradWatch(EpochLogger):
         assert self._probe is not None
         assert self._batch is not None
         assert self._records is not None
-        assert self._raw is not None
+        assert self._writer is not None
         result = self._probe(self._batch)
         protos = self._records.serialize(
             np.concatenate(
@@ -303,7 +310,7 @@ class GradWatch(EpochLogger):
                     list(once), [], 1, self._description
                 ).serialize(np.array(list(once.values())), np.zeros((0, 1, 3)))
             self._texts_due = False
-        self._raw(step, protos)
+        self._writer.write(step, protos)
         return result
 
     def _judge(self, step: int, result: Result, loss: Any) -> None:
@@ -384,18 +391,18 @@ class GradWatch(EpochLogger):
                 return {}
             history = outputs[0]._keras_history  # (layer, node, tensor index)
             layer = getattr(history, "operation", None) or history.layer  # tf_keras
-            layers = _signal.measured_layers(self.model)
+            layers = _layers.measured_layers(self.model)
             # The backward signal's name for the layer where it measures it
             # (not under tf_keras), so that the rules can join the two.
             path = dict(
-                zip(map(id, layers), _signal.unique_layer_paths(layers), strict=True)
+                zip(map(id, layers), _layers.unique_layer_paths(layers), strict=True)
             ).get(id(layer)) or (getattr(layer, "path", None) or layer.name)
             # A Bidirectional layer's merge (a sum, a concatenation...) sets
             # its range, not its forward layer's activation.
             activation = (
                 None
                 if type(layer).__name__ == "Bidirectional"  # Keras 3 or tf_keras
-                else _signal.activation_name(layer)
+                else _layers.activation_name(layer)
             )
             share = _chance.outside_range(
                 activation,
@@ -484,7 +491,7 @@ class GradWatch(EpochLogger):
         hint = (
             " A tf.data.Dataset is read one element at a time: pass "
             "`held_out=dataset.batch(n)` if it is not batched."
-            if isinstance(self.held_out, tf.data.Dataset)
+            if _heldout.is_dataset(self.held_out)
             else ""
         )
         return (
@@ -518,6 +525,36 @@ class GradWatch(EpochLogger):
                 "(gradient is None): %s.",
                 ", ".join(missing),
             )
+
+
+def _backend(model: Any) -> str:
+    """The backend the model computes with (tf_keras: TensorFlow)."""
+    return "tensorflow" if _compat.is_tf_keras(model) else keras.backend.backend()
+
+
+def _converter(model: Any) -> Any:
+    """How the held-out arrays become the backend's tensors."""
+    if _backend(model) == "tensorflow":
+        import tensorflow as tf
+
+        return tf.convert_to_tensor
+    return keras.ops.convert_to_tensor
+
+
+def _new_probe(model: Any, *, buckets: int, training: bool) -> Any:
+    """The held-out pass for the model's backend."""
+    backend = _backend(model)
+    if backend == "jax":
+        from keras_gradwatch._probe_ops import JaxProbe
+
+        return JaxProbe(model, buckets=buckets, training=training)
+    if backend == "torch":
+        from keras_gradwatch._probe_ops import TorchProbe
+
+        return TorchProbe(model, buckets=buckets, training=training)
+    from keras_gradwatch._probe import GradientProbe
+
+    return GradientProbe(model, buckets=buckets, training=training)
 
 
 def _training_loss(logs: dict[str, Any] | None) -> float | None:

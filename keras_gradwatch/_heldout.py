@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
+import keras
 import numpy as np
-import tensorflow as tf
 
 
 class Batch(NamedTuple):
@@ -21,6 +22,12 @@ class Batch(NamedTuple):
     """Number of samples offered, when known (None for a dataset batch)."""
 
 
+def is_dataset(value: object) -> bool:
+    """Whether `value` is a `tf.data.Dataset` (never importing TensorFlow)."""
+    tf = sys.modules.get("tensorflow")
+    return tf is not None and isinstance(value, tf.data.Dataset)
+
+
 def check(held_out: object) -> None:
     """Validates `held_out` without touching TensorFlow data.
 
@@ -29,7 +36,7 @@ def check(held_out: object) -> None:
         ValueError: wrong tuple length, missing `x`, empty arrays, or arrays
             whose first dimensions disagree.
     """
-    if isinstance(held_out, tf.data.Dataset):
+    if is_dataset(held_out):
         return
     if not isinstance(held_out, tuple | list):
         raise TypeError(
@@ -50,7 +57,7 @@ def _rows(parts: Sequence[Any]) -> int:
         raise ValueError("`held_out` needs inputs `x`. Received: x=None")
     counts: dict[str, set[int]] = {}
     for name, part in zip(("x", "y", "sample_weight"), parts, strict=False):
-        for leaf in tf.nest.flatten(part):
+        for leaf in keras.tree.flatten(part):
             if leaf is None:
                 continue
             shape = getattr(leaf, "shape", None)
@@ -75,8 +82,8 @@ def _rows(parts: Sequence[Any]) -> int:
     return rows
 
 
-def take(held_out: object, max_samples: int) -> Batch:
-    """Takes the batch: the first `max_samples` rows, as tensors.
+def take(held_out: object, max_samples: int, convert: Callable[[Any], Any]) -> Batch:
+    """Takes the batch: the first `max_samples` rows, as tensors (`convert`).
 
     A dataset contributes its first element, which is expected to be a batch.
 
@@ -85,9 +92,10 @@ def take(held_out: object, max_samples: int) -> Batch:
             length 2 or 3.
     """
     available: int | None
-    if isinstance(held_out, tf.data.Dataset):
+    if is_dataset(held_out):
+        dataset: Any = held_out
         try:
-            element = next(iter(held_out.take(1)))
+            element = next(iter(dataset.take(1)))
         except StopIteration:
             raise ValueError(
                 "`held_out` dataset is empty. Received: a dataset with no elements"
@@ -117,10 +125,11 @@ def take(held_out: object, max_samples: int) -> Batch:
     def cap(leaf: Any) -> Any:
         if leaf is None:
             return None
-        return tf.convert_to_tensor(leaf[:max_samples])
+        return convert(leaf[:max_samples])
 
     x, y, sample_weight = (
-        tf.nest.map_structure(cap, part) for part in (x, y, sample_weight)
+        None if part is None else keras.tree.map_structure(cap, part)
+        for part in (x, y, sample_weight)
     )
-    rows = int(tf.nest.flatten(x)[0].shape[0])
+    rows = int(keras.tree.flatten(x)[0].shape[0])
     return Batch(x, y, sample_weight, rows, available)

@@ -30,60 +30,16 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import keras
 import tensorflow as tf
 
-from keras_gradwatch import _compat, tags
-
-MAX_TEXT = 64
-"""Longest activation name written, in characters."""
-
-
-def measured_layers(model: Any) -> list[Any]:
-    """The outermost non-model layers of `model` that own trainable weights.
-
-    In walk order (the models' `layers`, depth first); a layer reached
-    twice (shared, or in a model nested twice) is listed once. Keras 3 only:
-    tf_keras models get none.
-    """
-    if _compat.is_tf_keras(model):
-        return []
-    found: list[Any] = []
-    seen: set[int] = set()
-    stack = [model]
-    while stack:
-        layer = stack.pop()
-        if id(layer) in seen:
-            continue
-        seen.add(id(layer))
-        if isinstance(layer, keras.Model):
-            stack.extend(reversed(layer.layers))
-        elif layer.trainable_weights:
-            found.append(layer)
-    return found
-
-
-def is_recurrent(layer: Any) -> bool:
-    """Whether the layer's input is measured through time."""
-    return isinstance(layer, keras.layers.RNN | keras.layers.Bidirectional)
-
-
-def activation_name(layer: Any) -> str | None:
-    """The name of the layer's activation ("relu", "linear"...), or None.
-
-    Recurrent layers give their (cell's) `activation`; a Bidirectional
-    layer its forward layer's. A callable with no ``__name__`` gives its
-    class name. At most `MAX_TEXT` characters.
-    """
-    if isinstance(layer, keras.layers.Bidirectional):
-        layer = layer.forward_layer
-    function = getattr(layer, "activation", None)
-    if function is None or not callable(function):
-        return None
-    name = getattr(function, "__name__", None)
-    if not isinstance(name, str) or not name:
-        name = type(function).__name__
-    return name[:MAX_TEXT]
+from keras_gradwatch import tags
+from keras_gradwatch._layers import (  # noqa: F401 (re-exported)
+    MAX_TEXT,
+    activation_name,
+    is_recurrent,
+    measured_layers,
+    unique_layer_paths,
+)
 
 
 @dataclass
@@ -220,18 +176,6 @@ class Measured:
     tags: list[str]
     activations: dict[str, str]
     """Layer path -> activation name."""
-
-
-def unique_layer_paths(layers: Sequence[Any]) -> list[str]:
-    """Layer paths (`Layer.path`, else its name), ``_1``... on repeats."""
-    seen: dict[str, int] = {}
-    paths = []
-    for layer in layers:
-        path = getattr(layer, "path", None) or layer.name
-        count = seen.get(path, 0)
-        seen[path] = count + 1
-        paths.append(f"{path}_{count}" if count else path)
-    return paths
 
 
 @tf.autograph.experimental.do_not_convert

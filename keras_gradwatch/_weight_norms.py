@@ -5,12 +5,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import numpy as np
-import tensorflow as tf
+import keras
 
-from keras_gradwatch import _compat, _stats, _summary, _validation, tags
+from keras_gradwatch import _compat, _summary, _validation, tags
 from keras_gradwatch._callback import EpochLogger, logger
-from keras_gradwatch._probe import unique_paths
+from keras_gradwatch._pass import unique_paths
 
 
 class WeightNorms(EpochLogger):
@@ -75,8 +74,7 @@ class WeightNorms(EpochLogger):
         super().__init__(log_dir, freq=freq, run=run)
         self.histograms = _validation.boolean("histograms", histograms)
         self.buckets = _validation.positive_int("buckets", buckets)
-        self._pass: _Pass | None = None
-        self._raw: _summary.RawWriter | None = None
+        self._pass: Any = None
         self._snapshot_due = False
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
@@ -85,9 +83,11 @@ class WeightNorms(EpochLogger):
         if not weights:
             logger.warning("WeightNorms: the model has no trainable weights.")
             return
-        self._raw = _summary.RawWriter(self._open_writer())
+        self._open_writer()
         if self._pass is None or not self._pass.matches(weights):
-            self._pass = _Pass(weights, self.buckets if self.histograms else None)
+            self._pass = _new_pass(
+                self.model, weights, self.buckets if self.histograms else None
+            )
         self._snapshot_due = True
         frozen = _validation.frozen_layers(self.model)
         if frozen:
@@ -111,86 +111,35 @@ class WeightNorms(EpochLogger):
 
     def _log_epoch(self, epoch: int, logs: dict[str, Any] | None) -> None:
         assert self._pass is not None
-        assert self._raw is not None
+        assert self._writer is not None
         stats, histograms = self._pass()
-        self._raw(epoch, self._pass.records.serialize(stats, histograms))
+        self._writer.write(epoch, self._pass.records.serialize(stats, histograms))
 
 
-class _Pass:
-    """The traced pass over one list of weights, and its snapshot.
+DESCRIPTION = "At the end of the epoch."
 
-    Traced once, and reused by later `fit` calls while the trainable
-    variables are the same objects in the same order.
-    """
 
-    _DESCRIPTION = "At the end of the epoch."
+def records(weights: list[Any], buckets: int | None) -> _summary.Records:
+    """The summaries of one pass over `weights` (histograms unless `buckets`
+    is None)."""
+    paths = unique_paths(weights)
+    histogram_paths = [] if buckets is None else paths
+    return _summary.Records(
+        scalar_tags=[
+            tags.tag(prefix, p) for p in paths for prefix in tags.WEIGHT_SCALARS
+        ],
+        histogram_tags=[tags.tag(tags.WEIGHT_HISTOGRAM, p) for p in histogram_paths],
+        buckets=buckets or 1,
+        description=DESCRIPTION,
+    )
 
-    def __init__(self, weights: list[Any], buckets: int | None) -> None:
-        self.weights = weights
-        # The snapshot is kept laid out as the statistics read it: comparing
-        # with it, and refreshing it, then takes no copy and one assign.
-        self._layout = tf.function(self._read_layout)
-        self.previous = tf.Variable(self._layout(), trainable=False, name="previous")
-        self._buckets = buckets
-        paths = unique_paths(weights)
-        histogram_paths = [] if buckets is None else paths
-        self.records = _summary.Records(
-            scalar_tags=[
-                tags.tag(prefix, p) for p in paths for prefix in tags.WEIGHT_SCALARS
-            ],
-            histogram_tags=[
-                tags.tag(tags.WEIGHT_HISTOGRAM, p) for p in histogram_paths
-            ],
-            buckets=buckets or 1,
-            description=self._DESCRIPTION,
-        )
-        self._compiled = _stats.compile_by_default()
-        self._function = tf.function(self._run)
-        self._function.get_concrete_function()
-        if self._compiled and buckets is not None:
-            self._compile()
 
-    def _compile(self) -> None:
-        """Compiles the histogram kernel now, with a pass over the weights
-        as they are (the snapshot, the same weights, stays as it was); where
-        XLA cannot, TensorFlow's own ops compute the same numbers."""
-        try:
-            self._function()
-        except tf.errors.OpError:
-            logger.debug("WeightNorms: histograms without XLA", exc_info=True)
-            self._compiled = False
-            self._function = tf.function(self._run)
-            self._function.get_concrete_function()
+def _new_pass(model: Any, weights: list[Any], buckets: int | None) -> Any:
+    """The pass for the model's backend."""
+    if _compat.is_tf_keras(model) or keras.backend.backend() == "tensorflow":
+        from keras_gradwatch import _weights_tf
 
-    def matches(self, weights: list[Any]) -> bool:
-        return len(weights) == len(self.weights) and all(
-            a is b for a, b in zip(weights, self.weights, strict=True)
-        )
+        return _weights_tf.WeightPass(weights, buckets)
+    from keras_gradwatch import _probe_ops
 
-    @property
-    def tracing_count(self) -> int:
-        return int(self._function.experimental_get_tracing_count())
-
-    def snapshot(self) -> None:
-        """Makes the weights as they are now the previous ones."""
-        self.previous.assign(self._layout())
-
-    @tf.autograph.experimental.do_not_convert
-    def _read_layout(self) -> tf.Tensor:
-        return _stats.block_layout([_compat.read(w) for w in self.weights])
-
-    def __call__(self) -> tuple[np.ndarray, np.ndarray]:
-        stats, histograms = self._function()
-        return stats.numpy(), histograms.numpy()
-
-    @tf.autograph.experimental.do_not_convert
-    def _run(self) -> tuple[tf.Tensor, tf.Tensor]:
-        values = [_compat.read(w) for w in self.weights]
-        stats, histograms, layout = _stats.weight_stats_laid_out(
-            values, self.previous.value(), self._buckets, compiled=self._compiled
-        )
-        if histograms is None:
-            histograms = tf.zeros([0, 1, 3], tf.float64)
-        with tf.control_dependencies([stats, histograms]):
-            self.previous.assign(layout)
-        return tf.identity(stats), tf.identity(histograms)
+    return _probe_ops.WeightPass(weights, buckets)

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import json
+import math
+import re
+import subprocess
 import sys
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
-import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.util import tensor_util
+
+from keras_gradwatch import tags
 
 
 def read_run(run_dir) -> dict[str, dict[int, np.ndarray]]:
@@ -57,10 +67,14 @@ def traced_gradients(model, x, y, sample_weight=None, loss_fn=None):
     so their reference is a traced tape, independent of their code, run on
     the same machine with the same batch and weights.
     """
+    import tensorflow as tf
+
     return _as_reference(model, tf.function(_tape)(model, x, y, sample_weight, loss_fn))
 
 
 def _tape(model, x, y, sample_weight, loss_fn):
+    import tensorflow as tf
+
     with tf.GradientTape() as tape:
         y_pred = model(x, training=False)
         if loss_fn is None:
@@ -73,6 +87,8 @@ def _tape(model, x, y, sample_weight, loss_fn):
 
 
 def _as_reference(model, grads):
+    import tensorflow as tf
+
     return {
         w.path: (tf.convert_to_tensor(g).numpy().astype(np.float64), w.numpy())
         for w, g in zip(model.trainable_weights, grads, strict=True)
@@ -108,16 +124,17 @@ def np_weight_stats(w: np.ndarray, previous: np.ndarray) -> dict[str, float]:
     return {"weight_l1": l1, "weight_l2": np.linalg.norm(w), "weight_change": change}
 
 
-def np_histogram(g: np.ndarray, buckets: int = 30) -> np.ndarray:
+def np_histogram(g: np.ndarray, buckets: int = 30, dtype=np.float64) -> np.ndarray:
     """TensorBoard's [left, right, count] rows over the finite values.
 
     Binning follows TensorBoard's own histogram op (`summary_v2._buckets`):
     equal-width buckets over [min, max] of the float32 values, each value's
     offset from the minimum divided by the width in float64, the maximum in
-    the last bucket.
+    the last bucket. `dtype` float32: that arithmetic in float32, as JAX
+    computes it without ``jax_enable_x64``.
     """
     v = np.asarray(g, np.float32).ravel()
-    v = v[np.isfinite(v)].astype(np.float64)
+    v = v[np.isfinite(v)].astype(dtype)
     if v.size == 0:
         return np.zeros((buckets, 3))
     lo, hi = v.min(), v.max()
@@ -125,11 +142,30 @@ def np_histogram(g: np.ndarray, buckets: int = 30) -> np.ndarray:
         counts = np.zeros(buckets)
         counts[-1] = v.size
         return np.stack([np.full(buckets, hi), np.full(buckets, hi), counts], 1)
-    index = np.floor((v - lo) / ((hi - lo) / buckets))
+    width = (hi - lo) / dtype(buckets)
+    index = np.floor((v - lo) / width)
     index = np.minimum(index, buckets - 1).astype(int)
     counts = np.bincount(index, minlength=buckets).astype(np.float64)
-    edges = np.linspace(lo, hi, buckets + 1)
+    edges = lo + np.arange(buckets + 1, dtype=dtype) * width
+    edges[-1] = hi
     return np.stack([edges[:-1], edges[1:], counts], 1)
+
+
+def np_time(g, valid):
+    """The documented through-time scalars, in NumPy: the ratio and the
+    profile at `tags.TIME_QUANTILES` of each sample's valid steps."""
+    squares = (g**2).sum(-1)
+    rows = []
+    for b in range(g.shape[0]):
+        steps = np.flatnonzero(valid[b])
+        if steps.size:
+            rank = [
+                math.floor(q / 100 * (steps.size - 1) + 0.5)
+                for q in tags.TIME_QUANTILES
+            ]
+            rows.append(squares[b, steps[rank]])
+    profile = np.sqrt(np.mean(rows, axis=0))
+    return profile[0] / profile[-1], profile
 
 
 def np_global_norm(reference) -> float:
@@ -241,3 +277,54 @@ class NpAutoClip:
         if norm > self.far * bound:  # a gross spike: redescending
             to *= self.far * bound / norm
         return bound, to
+
+
+def get_json(base: str, route: str, **query) -> object:
+    """A TensorBoard server's JSON answer to `route`."""
+    url = f"{base}{route}?{urllib.parse.urlencode(query)}"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())
+
+
+@contextlib.contextmanager
+def tensorboard_server(logdir, *runs: str) -> Iterator[str]:
+    """TensorBoard's own server on 127.0.0.1 over `logdir`, its base URL once
+    it lists the histograms of every one of `runs`; stopped on exit."""
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tensorboard.main",
+            f"--logdir={logdir}",
+            "--host=127.0.0.1",
+            "--port=0",
+            "--load_fast=false",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        base = None
+        deadline = time.monotonic() + 90
+        while base is None and time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line and process.poll() is not None:
+                break
+            match = re.search(r"http://127\.0\.0\.1:\d+", line)
+            base = match.group(0) if match else None
+        assert base, "tensorboard did not start"
+        # The first load runs in a background thread: wait for the run.
+        while time.monotonic() < deadline:
+            listed = get_json(base, "/data/plugin/histograms/tags")
+            if all(any(name.endswith(run) for name in listed) for run in runs):
+                break
+            time.sleep(0.5)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

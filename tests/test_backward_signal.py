@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import read_run
+from helpers import np_time, read_run
 from keras_gradwatch import GradWatch, _events, _signal, tags
 
 pytestmark = pytest.mark.numeric
@@ -79,23 +79,6 @@ def check_outputs(got, grads):
         assert float(got[tags.tag(tags.ACT_GRAD_RMS, path)]) == pytest.approx(
             norm / math.sqrt(g.size), rel=RTOL
         ), path
-
-
-def np_time(g, valid):
-    """The documented through-time scalars, in NumPy: the ratio and the
-    profile at `tags.TIME_QUANTILES` of each sample's valid steps."""
-    squares = (g**2).sum(-1)
-    rows = []
-    for b in range(g.shape[0]):
-        steps = np.flatnonzero(valid[b])
-        if steps.size:
-            rank = [
-                math.floor(q / 100 * (steps.size - 1) + 0.5)
-                for q in tags.TIME_QUANTILES
-            ]
-            rows.append(squares[b, steps[rank]])
-    profile = np.sqrt(np.mean(rows, axis=0))
-    return profile[0] / profile[-1], profile
 
 
 def check_time(got, path, g, valid):

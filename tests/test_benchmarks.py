@@ -164,3 +164,9 @@ def test_autoclip_scenarios_criteria():
     noisy = scenarios["label_noise_30_sgd"]  # acc >= none - 0.02
     assert noisy.passes(0.88, 0.9, 0.9, 0.9)
     assert not noisy.passes(0.87, 0.9, 0.9, None)
+
+
+def test_event_writing_benchmark_runs(capsys):
+    results = load("event_writing").main(["--repeats", "2"])
+    assert set(results) == set(load("event_writing").SIZES)
+    assert all(row["writer_ms"] > 0 and row["ratio"] > 0 for row in results.values())

@@ -21,6 +21,25 @@ def test_crc_matches_tensorboards_for_many_ranges_at_once():
     assert got.tolist() == [masked_crc32c(p) for p in pieces]
 
 
+@pytest.mark.parametrize("count", [1, 3, 40, 600])
+def test_chunked_and_serial_crcs_agree_with_tensorboards(count):
+    """Both ways `masked_crc32c` computes (chunks folded with the zero-byte
+    map, or one byte per step), on ranges of many lengths, one reaching
+    past a chunk boundary by a byte."""
+    rng = np.random.default_rng(count)
+    sizes = rng.integers(4, 2000, count).tolist()
+    sizes[0] = 37 * 37 + 1  # one byte into a chunk of 37
+    pieces = [rng.bytes(n) for n in sizes]
+    buffer = np.frombuffer(b"".join(pieces), dtype=np.uint8)
+    starts = np.cumsum([0] + sizes[:-1])
+    want = [masked_crc32c(p) for p in pieces]
+    lengths = np.array(sizes)
+    for way in (_events._chunked_crc32c, _events._serial_crc32c):
+        crc = way(buffer, starts, lengths)
+        masked = ((crc >> 15) | (crc << 17)) + np.uint32(0xA282EAD8)
+        assert masked.tolist() == want, way.__name__
+
+
 SCALARS = [
     np.float32(0.25),
     np.float64(-1e-300),

@@ -1,18 +1,11 @@
 """Must show 2: event files read back by TensorBoard's reader and server."""
 
-import json
-import re
-import subprocess
-import sys
-import time
-import urllib.parse
-import urllib.request
-
 import keras
 import numpy as np
 import pytest
 
-from helpers import plugin_names, read_run
+from helpers import get_json as _get
+from helpers import plugin_names, read_run, tensorboard_server
 from keras_gradwatch import GradWatch, tags
 
 EPOCHS = 3
@@ -110,52 +103,11 @@ def test_runs_coexist_with_keras_tensorboard(logdir):
     assert any(t.endswith("histogram") for t in read_run(root / "train"))
 
 
-def _get(base, route, **query):
-    url = f"{base}{route}?{urllib.parse.urlencode(query)}"
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return json.loads(response.read())
-
-
 @pytest.fixture(scope="module")
 def server(logdir):
     root, _, _ = logdir
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tensorboard.main",
-            f"--logdir={root}",
-            "--host=127.0.0.1",
-            "--port=0",
-            "--load_fast=false",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        base = None
-        deadline = time.monotonic() + 90
-        while base is None and time.monotonic() < deadline:
-            line = process.stdout.readline()
-            if not line and process.poll() is not None:
-                break
-            match = re.search(r"http://127\.0\.0\.1:\d+", line)
-            base = match.group(0) if match else None
-        assert base, "tensorboard did not start"
-        # The first load runs in a background thread: wait for our run.
-        while time.monotonic() < deadline:
-            if tags.DEFAULT_RUN in _get(base, "/data/plugin/histograms/tags"):
-                break
-            time.sleep(0.5)
+    with tensorboard_server(root, tags.DEFAULT_RUN) as base:
         yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def test_tensorboard_server_serves_histograms_and_scalars(server, logdir):
