@@ -52,7 +52,9 @@ class GradWatch(EpochLogger):
     of the training loss. Checking the count is one variable read per
     step, in `on_train_batch_end`: Keras 3's TensorFlow backend dispatches
     every step synchronously and converts the batch logs anyway, so the
-    hook adds no wait (see the benchmarks' README for its cost).
+    hook adds no wait (see the benchmarks' README for its cost). On JAX and
+    PyTorch the hook counts batches and reads the count only when a
+    multiple may have been reached.
 
     The forward pass, tape, statistics and histograms of all weights run in
     one `tf.function`, traced in the first `on_train_begin` and reused, also
@@ -126,13 +128,9 @@ class GradWatch(EpochLogger):
                     f"give one of them. Received: freq={freq}, "
                     f"every_n_steps={every_n_steps}"
                 )
-        if every_n_steps is not None and keras.backend.backend() != "tensorflow":
-            raise ValueError(
-                "`every_n_steps` needs the TensorFlow backend for now; on "
-                f"{keras.backend.backend()!r} use `freq` (epochs). Received: "
-                f"every_n_steps={every_n_steps}"
-            )
         self.every_n_steps = every_n_steps
+        if every_n_steps is not None:
+            self.on_train_batch_end = self._on_train_batch_end
         _heldout.check(held_out)
         self.held_out = held_out
         self.training = _validation.boolean("training", training)
@@ -149,7 +147,8 @@ class GradWatch(EpochLogger):
         self._texts: list[bytes] = []
         self._texts_due = False
         self._iterations: Any = None
-        self._last_step = 0
+        self._last_step = self._bound = 0
+        self._end = -1
         self._epoch = 0
         self._last_norm: float | None = None
         self._chance = math.nan
@@ -174,7 +173,7 @@ class GradWatch(EpochLogger):
         self._diagnoser = self._new_diagnoser()
         if self.every_n_steps is not None:
             self._iterations = self.model.optimizer.iterations
-            self._last_step = self._iteration()
+            self._last_step = self._bound = self._iteration()
             self._last_norm = None
         self._say_skipped()
         if not self.model.trainable_weights:
@@ -235,6 +234,7 @@ class GradWatch(EpochLogger):
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._epoch = epoch
+        self._end = -1  # the last batch index seen in this epoch
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if self.every_n_steps is None:
@@ -242,13 +242,24 @@ class GradWatch(EpochLogger):
         elif logs is not None and self._last_norm is not None:
             logs[tags.LOGS_GRAD_NORM] = self._last_norm
 
-    def on_train_batch_end(
+    def _on_train_batch_end(
         self, batch: int, logs: dict[str, Any] | None = None
     ) -> None:
+        """`on_train_batch_end` with ``every_n_steps`` (set in `__init__`
+        then only: on JAX and PyTorch a callback that defines the hook turns
+        Keras' asynchronous batch dispatch off)."""
         n = self.every_n_steps
-        if n is None or self._writer is None:
+        assert n is not None
+        if self._writer is None:
             return
-        step = self._iteration()
+        if self._counted:
+            # Steps since the last read: an upper bound of the count (a
+            # skipped step does not count), so a multiple is never missed.
+            self._bound += batch - self._end
+            self._end = batch
+            if self._bound // n == self._last_step // n:
+                return
+        step = self._bound = self._iteration()
         if step // n == self._last_step // n:
             return
         self._last_step = step
@@ -257,8 +268,22 @@ class GradWatch(EpochLogger):
     def _implements_train_batch_hooks(self) -> bool:
         return self.every_n_steps is not None  # tf_keras calls the hook then
 
+    @property
+    def _counted(self) -> bool:
+        """Whether batches are counted between reads of the iteration count:
+        on JAX (whose trainer keeps the optimizer's state off the variables
+        during an epoch: a read syncs it back) and PyTorch. TensorFlow reads
+        the count every step (one variable read)."""
+        return _backend(self.model) != "tensorflow"
+
     def _iteration(self) -> int:
-        return int(_compat.read(self._iterations).numpy())
+        """The optimizer's iteration count now."""
+        if _backend(self.model) == "tensorflow":
+            return int(_compat.read(self._iterations).numpy())
+        sync = getattr(self.model, "jax_state_sync", None)
+        if sync is not None:
+            sync()  # JAX: the state back on the variables, as Keras allows
+        return int(keras.ops.convert_to_numpy(self._iterations.value))
 
     def _log_epoch(self, epoch: int, logs: dict[str, Any] | None) -> None:
         loss = _training_loss(logs)

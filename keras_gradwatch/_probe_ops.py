@@ -1,23 +1,25 @@
-"""The held-out pass on the JAX and PyTorch backends.
+"""The held-out pass, and WeightNorms' pass, on the JAX and PyTorch backends.
 
 The same `Result` as TensorFlow's `keras_gradwatch._probe`: the gradients of
 the compiled loss (the way Keras' own trainer computes it: a stateless
 forward pass, then `stateless_compute_loss`, so metrics and non-trainable
-state are left as they were), then `keras_gradwatch._stats_ops`.
+state are left as they were) and those at the measured layers
+(`keras_gradwatch._signal_ops`), then `keras_gradwatch._stats_ops`.
 
-JAX: one `jax.jit` function of the variables' values and the batch, traced
-in `build` and reused while `keras_gradwatch._pass.key` holds. JAX gives a
-weight the loss does not depend on a zero gradient, not None; which weights
-those are is read once from the loss's jaxpr (a weight whose value no
-equation on the way to the loss reads), so that they are skipped as on
-TensorFlow rather than judged as dead.
+JAX: one `jax.jit` function of the variables' values, the signal's zero
+probes and the batch, traced in `build` and reused while
+`keras_gradwatch._pass.key` holds. JAX gives a weight (or a layer output)
+the loss does not depend on a zero gradient, not None; which ones those are
+is read once from the loss's jaxpr (an input no equation on the way to the
+loss reads), so that they are skipped as on TensorFlow rather than judged
+as dead.
 
-PyTorch: eager, with `torch.autograd.grad` (None for such weights); the
-statistics run under `torch.no_grad`. Keras 3's PyTorch variables are
-updated in place, but the pass reads them only between steps.
+PyTorch: eager, with `torch.autograd.grad` (None for those); the statistics
+run under `torch.no_grad`. Keras 3's PyTorch variables are updated in
+place, but the pass reads them only between steps.
 
-Not yet measured on these backends: the backward signal (its tags are
-absent), mixed precision's loss scale.
+Not yet on these backends: mixed precision's loss scale (the pass
+differentiates the unscaled loss, whose float16 gradients may underflow).
 """
 
 from __future__ import annotations
@@ -269,7 +271,7 @@ def _result(stats: Any, histograms: Any, loss: Any, signal: Any) -> Result:
     stats = host(stats)
     return Result(
         stats,
-        host(histograms),
+        _stats_ops.host_rows(*histograms),
         float(np.sqrt(np.sum(np.square(stats[:, 0])))),  # of the grad_norm column
         host(signal),
         float(keras.ops.convert_to_numpy(loss)),
@@ -325,9 +327,9 @@ class WeightPass:
         else:
             stats, histograms = self._function(now, self.previous)
         self.previous = now
-        if histograms is None:
-            histograms = np.zeros([0, 1, 3])
         return (
             np.asarray(keras.ops.convert_to_numpy(stats), np.float64),
-            np.asarray(keras.ops.convert_to_numpy(histograms), np.float64),
+            np.zeros([0, 1, 3])
+            if histograms is None
+            else _stats_ops.host_rows(*histograms),
         )

@@ -30,7 +30,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from keras_gradwatch import _chance, _layers, tags
+from keras_gradwatch import _chance, _layers, _stats_ops, tags
 
 _CROSSENTROPIES = {
     "binary_crossentropy", "BinaryCrossentropy",
@@ -217,18 +217,17 @@ def signal(probes: Probes, grads: dict[str, Any], wide: str) -> Any:
     """The signal vector (in `wide`), tagged by `signal_tags(probes, grads)`,
     from the gradients at the probes (absent where the loss does not depend
     on one)."""
-    norms: list[Any] = []
-    for i in range(len(probes.paths)):
-        g = grads.get(f"{i}/out")
-        if g is None:
-            continue
-        v = ops.reshape(ops.cast(g, wide), [-1])
-        top = ops.max(ops.abs(v)) if v.shape[0] else ops.zeros([], wide)
-        scale = ops.where(ops.logical_and(ops.isfinite(top), top > 0), top, 1.0)
-        norm = scale * ops.sqrt(ops.sum(ops.square(v / scale)))
-        size = float(v.shape[0])
-        norms += [norm, norm / size**0.5 if size else ops.zeros([], wide)]
-    parts = [ops.stack(norms)] if norms else []
+    flat = [
+        ops.reshape(ops.cast(grads[f"{i}/out"], "float32"), [-1])
+        for i in range(len(probes.paths))
+        if grads.get(f"{i}/out") is not None
+    ]
+    norms = _stats_ops.norms(flat, wide)[0]
+    pairs = [
+        [norm, norm / float(v.shape[0]) ** 0.5 if v.shape[0] else norm]
+        for norm, v in zip(norms, flat, strict=True)
+    ]
+    parts = [ops.stack([x for pair in pairs for x in pair])] if pairs else []
     for i in range(len(probes.paths)):
         g = grads.get(f"{i}/seq")
         if g is not None:

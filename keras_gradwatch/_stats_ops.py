@@ -6,20 +6,25 @@ JAX compiles them into the held-out pass (`jax.jit`) and PyTorch runs them
 eagerly. TensorFlow keeps `_stats`, whose one buffer for all weights keeps
 its graph small.
 
-Precision. Sums, norms and every histogram's bucket arithmetic run in
-`wide`: float64 where the backend has it (PyTorch; JAX with
-``jax_enable_x64``), else float32 (JAX's default), whose histogram edges
-and bucket boundaries are then float32 numbers. Norms are taken of the
-values divided by their largest magnitude, so that no float32 sum of
-squares overflows where the norm itself is finite.
+Cost and precision. Memory passes are the cost, so the common case gets
+few: sums of squares and of magnitudes in float32, whose relative error
+(about log2(n) x 6e-8 for n terms of one sign) is far below what the
+statistics are read for; where any is not finite (a NaN or Inf value, or
+a sum beyond float32), `ops.cond` takes an exact branch that follows
+NumPy's rules on values scaled by their largest magnitude, in `wide`.
+Histogram buckets follow TensorBoard's arithmetic in `wide`: float64 where
+the backend has it (PyTorch; JAX with ``jax_enable_x64``), else float32
+(JAX's default), whose histogram edges and bucket boundaries are then
+float32 numbers. Counts are integers throughout.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
 
@@ -32,15 +37,9 @@ def wide_dtype() -> str:
     return "float64"
 
 
-def _flat(x: Any, wide: str) -> Any:
-    return ops.reshape(ops.cast(x, wide), [-1])
-
-
-def _norm_parts(v: Any) -> tuple[Any, Any]:
-    """(NumPy's L2 norm of the flat `v`, its max |v|), overflow-safe."""
-    top = _max_abs(v)
-    scale = ops.where(ops.logical_and(ops.isfinite(top), top > 0), top, 1.0)
-    return scale * ops.sqrt(ops.sum(ops.square(v / scale))), top
+def _flat(x: Any) -> Any:
+    """`x` as a flat float32 vector."""
+    return ops.reshape(ops.cast(x, "float32"), [-1])
 
 
 def _max_abs(v: Any) -> Any:
@@ -50,16 +49,61 @@ def _max_abs(v: Any) -> Any:
     return ops.max(ops.abs(v))
 
 
-def histogram(v: Any, buckets: int, wide: str) -> Any:
-    """TensorBoard's ``[buckets, 3]`` histogram of the finite values of `v`.
+def _exact_norm(v: Any, wide: str) -> Any:
+    """NumPy's L2 norm of `v` in `wide`, on values divided by the largest
+    magnitude (no overflow where the norm is finite)."""
+    v = ops.cast(v, wide)
+    top = _max_abs(v)
+    scale = ops.where(ops.logical_and(ops.isfinite(top), top > 0), top, 1.0)
+    return scale * ops.sqrt(ops.sum(ops.square(v / scale)))
+
+
+def norms(parts: Sequence[Any], wide: str) -> tuple[list[Any], list[Any], list[Any]]:
+    """Each flat float32 vector's L2 norm, sum of |v| and count of non-finite
+    elements, in `wide`: from float32 sums where all of them are finite,
+    else exactly (see the module's docstring)."""
+    squares = [ops.sum(ops.square(v)) for v in parts]
+    sums = [ops.sum(ops.abs(v)) for v in parts]
+    finite = ops.all(ops.isfinite(ops.stack(squares + sums))) if parts else True
+
+    def fast() -> tuple[list[Any], list[Any], list[Any]]:
+        return (
+            [ops.cast(ops.sqrt(q), wide) for q in squares],
+            [ops.cast(a, wide) for a in sums],
+            [ops.zeros([], wide) for _ in parts],
+        )
+
+    def exact() -> tuple[list[Any], list[Any], list[Any]]:
+        return (
+            [_exact_norm(v, wide) for v in parts],
+            [ops.sum(ops.abs(ops.cast(v, wide))) for v in parts],
+            [_count(ops.logical_not(ops.isfinite(v)), wide) for v in parts],
+        )
+
+    if not parts:
+        return [], [], []
+    return _cond(finite, fast, exact)
+
+
+def _cond(pred: Any, true_fn: Callable[[], Any], false_fn: Callable[[], Any]) -> Any:
+    """`ops.cond`, or a Python branch on a concrete boolean (eager PyTorch)."""
+    if keras.backend.backend() == "torch":
+        return true_fn() if bool(pred) else false_fn()
+    return ops.cond(pred, true_fn, false_fn)
+
+
+def histogram(v: Any, buckets: int, wide: str) -> tuple[Any, Any]:
+    """TensorBoard's histogram of the finite values of `v`: ``[buckets, 2]``
+    edges (in `wide`) and ``[buckets]`` counts (int32, exact).
 
     As ``histogram.summary_v2``: edges from the finite minimum to the
     maximum, each value in bucket ``floor((x - low) / ((high - low) /
     buckets))``, the maximum in the last; one distinct value puts every
     edge on it and its count in the last bucket; no finite value, zeros.
     """
+    v = ops.cast(v, wide)
     finite = ops.isfinite(v)
-    count = ops.sum(ops.cast(finite, wide))
+    count = ops.sum(ops.cast(finite, "int32"))
     inf = float("inf")
     low = ops.min(ops.where(finite, v, inf)) if v.shape[0] else inf
     high = ops.max(ops.where(finite, v, -inf)) if v.shape[0] else -inf
@@ -68,56 +112,78 @@ def histogram(v: Any, buckets: int, wide: str) -> Any:
     safe_high = ops.where(spread, high, 1.0)
     width = (safe_high - safe_low) / float(buckets)
     offset = ops.where(finite, v, safe_low) - safe_low
-    index = ops.cast(ops.minimum(offset / width, buckets - 1.0), "int32")
-    counts = ops.segment_sum(ops.cast(finite, wide), index, num_segments=buckets)
+    # Clipped at 0 too: without a spread the placeholder range does not hold
+    # the values, whose counts are then not used.
+    index = ops.cast(ops.clip(offset / width, 0.0, buckets - 1.0), "int32")
+    counts = ops.cast(_counts(index, finite, buckets), "int32")
     edges = safe_low + ops.arange(buckets + 1, dtype=wide) * width
     edges = ops.concatenate([edges[:-1], ops.reshape(safe_high, [1])])
-    spread_rows = ops.stack([edges[:-1], edges[1:], counts], axis=1)
-    point = ops.where(count > 0, high, 0.0) * ops.ones([buckets], wide)
-    last = ops.cast(ops.arange(buckets) == buckets - 1, wide) * count
-    point_rows = ops.stack([point, point, last], axis=1)
-    return ops.where(spread, spread_rows, point_rows)
+    spread_edges = ops.stack([edges[:-1], edges[1:]], axis=1)
+    point = ops.where(count > 0, high, 0.0) * ops.ones([buckets, 2], wide)
+    last = ops.cast(ops.arange(buckets) == buckets - 1, "int32") * count
+    return (
+        ops.where(spread, spread_edges, point),
+        ops.where(spread, counts, last),
+    )
+
+
+def host_rows(edges: Any, counts: Any) -> np.ndarray:
+    """``[..., buckets, 3]`` float64 rows on the host from `histogram`'s
+    edges and counts."""
+    edges = np.asarray(keras.ops.convert_to_numpy(edges), np.float64)
+    counts = np.asarray(keras.ops.convert_to_numpy(counts), np.float64)
+    return np.concatenate([edges, counts[..., None]], axis=-1)
+
+
+def _count(mask: Any, wide: str) -> Any:
+    """How many elements `mask` holds, summed in int32, then in `wide`."""
+    return ops.cast(ops.sum(ops.cast(mask, "int32")), wide)
+
+
+def _counts(index: Any, finite: Any, buckets: int) -> Any:
+    """How many finite values fall in each bucket, in integers (a float32
+    count stops at 2**24): JAX's segment sum of int32 ones, PyTorch's
+    `bincount` (Keras' PyTorch segment sum adds in float32)."""
+    if keras.backend.backend() == "torch":
+        import torch
+
+        return torch.bincount(index[finite], minlength=buckets)
+    return ops.segment_sum(ops.cast(finite, "int32"), index, num_segments=buckets)
 
 
 def batch_stats(
     grads: Sequence[Any], weights: Sequence[Any], buckets: int, wide: str
 ) -> tuple[Any, Any]:
-    """A ``[k, 7]`` matrix (columns `tags.STATS_COLUMNS`) and ``[k, buckets,
-    3]`` histograms of the gradients `grads` of `weights`, in `wide`."""
-    rows, histograms = [], []
-    for grad, weight in zip(grads, weights, strict=True):
-        g = _flat(grad, wide)
-        w = _flat(weight, wide)
-        size = max(int(g.shape[0]), 1)
-        norm, max_abs = _norm_parts(g)
-        weight_norm, _ = _norm_parts(w)
-        scale = ops.where(
-            ops.logical_and(ops.isfinite(max_abs), max_abs > 0), max_abs, 1.0
+    """A ``[k, 7]`` matrix (columns `tags.STATS_COLUMNS`), in `wide`, and
+    the gradients' histograms as `histogram` gives them, stacked (``[k,
+    buckets, 2]`` edges, ``[k, buckets]`` counts; `host_rows` joins them)."""
+    if not grads:
+        return (
+            ops.zeros([0, 7], wide),
+            (ops.zeros([0, buckets, 2], wide), ops.zeros([0, buckets], "int32")),
         )
-        mean_abs = scale * ops.sum(ops.abs(g / scale)) / float(size)
+    g = [_flat(grad) for grad in grads]
+    w = [_flat(weight) for weight in weights]
+    norm, sum_abs, nonfinite = norms(g, wide)
+    weight_norm, _, weight_nonfinite = norms(w, wide)
+    rows, histograms = [], []
+    for i, grad in enumerate(grads):
+        size = max(int(g[i].shape[0]), 1)
         to_weight = ops.where(
-            ops.logical_and(norm == 0.0, weight_norm == 0.0), 0.0, norm / weight_norm
+            ops.logical_and(norm[i] == 0.0, weight_norm[i] == 0.0),
+            0.0,
+            norm[i] / weight_norm[i],
         )
         units = int(grad.shape[-1]) if len(grad.shape) and grad.shape[-1] else 1
-        alive = ops.any(ops.reshape(ops.not_equal(g, 0.0), [-1, units]), axis=0)
+        alive = ops.any(ops.reshape(ops.not_equal(g[i], 0.0), [-1, units]), axis=0)
         dead = ops.mean(ops.cast(ops.logical_not(alive), wide))
-        rows.append(
-            ops.stack(
-                [
-                    norm,
-                    mean_abs,
-                    max_abs,
-                    to_weight,
-                    dead,
-                    ops.sum(ops.cast(ops.logical_not(ops.isfinite(g)), wide)),
-                    ops.sum(ops.cast(ops.logical_not(ops.isfinite(w)), wide)),
-                ]
-            )
-        )
-        histograms.append(histogram(g, buckets, wide))
-    if not rows:
-        return ops.zeros([0, 7], wide), ops.zeros([0, buckets, 3], wide)
-    return ops.stack(rows), ops.stack(histograms)
+        stats = [norm[i], sum_abs[i] / float(size), ops.cast(_max_abs(g[i]), wide)]
+        stats += [to_weight, dead, nonfinite[i], weight_nonfinite[i]]
+        rows.append(ops.stack(stats))
+        histograms.append(histogram(g[i], buckets, wide))
+    return ops.stack(rows), tuple(
+        ops.stack(part) for part in zip(*histograms, strict=True)
+    )
 
 
 def weight_stats(
@@ -125,18 +191,20 @@ def weight_stats(
 ) -> tuple[Any, Any | None]:
     """A ``[k, 3]`` matrix (columns `tags.WEIGHT_SCALARS`: L1, L2, ‖w −
     previous‖₁ / ‖w‖₁, 0 where both are 0) and, unless `buckets` is None,
-    ``[k, buckets, 3]`` histograms of the weights."""
-    rows, histograms = [], []
-    for weight, before in zip(weights, previous, strict=True):
-        w = _flat(weight, wide)
-        l1 = ops.sum(ops.abs(w))
-        l2, _ = _norm_parts(w)
-        change = ops.sum(ops.abs(w - _flat(before, wide)))
-        relative = ops.where(change == 0.0, 0.0, change / l1)
-        rows.append(ops.stack([l1, l2, relative]))
-        if buckets is not None:
-            histograms.append(histogram(w, buckets, wide))
-    stats = ops.stack(rows) if rows else ops.zeros([0, 3], wide)
+    the weights' histograms as `batch_stats` gives them."""
+    if not weights:
+        return ops.zeros([0, 3], wide), None
+    w = [_flat(weight) for weight in weights]
+    moved = [w[i] - _flat(before) for i, before in enumerate(previous)]
+    l2, l1, _ = norms(w, wide)
+    _, change, _ = norms(moved, wide)
+    rows = [
+        ops.stack([l1[i], l2[i], ops.where(change[i] == 0.0, 0.0, change[i] / l1[i])])
+        for i in range(len(w))
+    ]
     if buckets is None:
-        return stats, None
-    return stats, ops.stack(histograms) if histograms else None
+        return ops.stack(rows), None
+    histograms = [histogram(v, buckets, wide) for v in w]
+    return ops.stack(rows), tuple(
+        ops.stack(part) for part in zip(*histograms, strict=True)
+    )

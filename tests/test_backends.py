@@ -334,11 +334,59 @@ def test_autoclip_says_it_needs_tensorflow():
             AutoClip()
 
 
-@pytest.mark.skipif(BACKEND == "tensorflow", reason="every_n_steps runs on TensorFlow")
-def test_every_n_steps_says_it_needs_tensorflow(tmp_path):
+@pytest.mark.numeric
+def test_every_n_steps_sees_the_weights_of_that_step(tmp_path):
+    """Passes after the optimizer steps 3, 6 and 9 of two 5-step epochs,
+    each on the weights as that step left them (read back by a callback
+    before GradWatch; on JAX it syncs the trainer's state, as GradWatch
+    does), checked against NumPy backpropagation."""
+    model = _model(dead=0)
+    model.compile(keras.optimizers.SGD(0.01), "mse")
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(40, 5)).astype("float32")
+    y = rng.normal(size=(40, 3)).astype("float32")
+    seen: dict[int, list[np.ndarray]] = {}
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if BACKEND == "jax":
+                self.model.jax_state_sync()
+            step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+            seen[step] = self.model.get_weights()
+
+    watch = GradWatch(tmp_path, held_out=(x, y), every_n_steps=3, diagnose=False)
+    model.fit(
+        x,
+        y,
+        epochs=2,
+        batch_size=8,
+        shuffle=False,
+        verbose=0,
+        callbacks=[Record(), watch],
+    )
+    logged = read_run(tmp_path / tags.DEFAULT_RUN)
+    assert sorted(logged[tags.EPOCH_TAG]) == [3, 6, 9]
+    assert [float(logged[tags.EPOCH_TAG][s]) for s in (3, 6, 9)] == [0.0, 1.0, 1.0]
+    for step in (3, 6, 9):
+        model.set_weights(seen[step])
+        expected = _np_gradients(model, x, y)["mlp/hidden/kernel"]
+        got = float(logged["grad_norm/mlp/hidden/kernel"][step])
+        np.testing.assert_allclose(got, np.linalg.norm(expected), rtol=RTOL)
+    assert not np.allclose(seen[3][0], seen[9][0])  # it trained
+
+
+def test_batch_hook_only_with_every_n_steps():
+    """Keras dispatches batch hooks asynchronously (JAX) unless a callback
+    defines one: GradWatch defines it only for `every_n_steps`."""
     x = np.ones((4, 5), "float32")
-    with pytest.raises(ValueError, match="`every_n_steps` needs the TensorFlow"):
-        GradWatch(tmp_path, held_out=(x, x[:, :3]), every_n_steps=10)
+    held_out = (x, x[:, :3])
+    per_epoch = keras.callbacks.CallbackList([GradWatch("unused", held_out)])
+    per_step = keras.callbacks.CallbackList(
+        [GradWatch("unused", held_out, every_n_steps=2)]
+    )
+    if BACKEND == "jax":
+        assert per_epoch._async_train
+    assert not per_step._async_train
 
 
 DATA_PARALLEL = """
@@ -490,3 +538,107 @@ def _input_gradient(model, x, y) -> np.ndarray:
     return np.asarray(
         keras.ops.convert_to_numpy(keras.ops.stop_gradient(g)), np.float64
     )
+
+
+@pytest.mark.numeric
+def test_training_mode_uses_batch_statistics_and_leaves_them(tmp_path):
+    """`training=True`: BatchNormalization normalizes with the held-out
+    batch's own statistics (the loss NumPy computes that way), and the
+    moving statistics are left as they were."""
+    model = keras.Sequential(
+        [
+            keras.Input((3,)),
+            keras.layers.Dense(4, name="dense"),
+            keras.layers.BatchNormalization(momentum=0.5, name="bn"),
+            keras.layers.Dense(1, name="head"),
+        ],
+        name="bnnet",
+    )
+    model.compile(keras.optimizers.SGD(0.0), "mse")
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(32, 3)).astype("float32")
+    y = rng.normal(size=(32, 1)).astype("float32")
+    watch = GradWatch(tmp_path, held_out=(x, y), training=True)
+    watch.set_model(model)
+    watch.on_train_begin()
+    bn = model.get_layer("bn")
+    moving = [v.numpy().copy() for v in bn.non_trainable_weights]
+    watch.on_epoch_end(0, {"loss": 1.0})
+    watch.on_train_end()
+    for before, variable in zip(moving, bn.non_trainable_weights, strict=True):
+        np.testing.assert_array_equal(variable.numpy(), before)
+    w1, b1, gamma, beta, _, _, w2, b2 = (
+        np.asarray(w, np.float64) for w in model.get_weights()
+    )
+    z = x @ w1 + b1
+    normal = (z - z.mean(0)) / np.sqrt(z.var(0) + bn.epsilon) * gamma + beta
+    expected = np.mean((normal @ w2 + b2 - y) ** 2)
+    logged = read_run(tmp_path / tags.DEFAULT_RUN)
+    np.testing.assert_allclose(float(logged[tags.HELDOUT_LOSS][0]), expected, RTOL)
+
+
+def test_histogram_counts_stay_exact_beyond_float32():
+    """A bucket holding more than 2**24 values (where a float32 count stops
+    growing) still counts each one."""
+    from keras_gradwatch import _stats_ops
+
+    values = np.zeros(2**24 + 4, "float32")  # 2**24 + 3 zeros: not a float32
+    values[0] = 1.0
+    rows = _stats_ops.host_rows(
+        *_stats_ops.histogram(keras.ops.convert_to_tensor(values), 30, "float32")
+    )
+    assert rows[0, 2] == 2**24 + 3
+    assert rows[-1, 2] == 1
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [-0.5, -0.5, -0.5],  # one distinct value, below the placeholder range
+        [np.nan, np.inf, -np.inf],  # no finite value
+        [3.0, np.nan, -1.0, np.inf, 0.25],  # the finite ones only
+        [],
+    ],
+    ids=["point", "none-finite", "mixed", "empty"],
+)
+def test_histogram_edge_cases_match_numpy(values):
+    from keras_gradwatch import _stats_ops
+
+    v = np.array(values, "float32")
+    rows = _stats_ops.host_rows(
+        *_stats_ops.histogram(keras.ops.convert_to_tensor(v), 7, "float32")
+    )
+    np.testing.assert_array_equal(rows, np_histogram(v, 7, dtype=np.float32))
+
+
+@pytest.mark.parametrize(
+    "special",
+    [None, np.nan, np.inf, 1e30],
+    ids=["finite", "nan", "inf", "float32-overflowing-squares"],
+)
+def test_statistics_of_hand_made_gradients_match_numpy(special):
+    """`_stats_ops.batch_stats` on given gradients, against `np_stats`: the
+    float32 path where every sum is finite, the exact one (NumPy's rules)
+    where a NaN, an Inf or squares beyond float32 appear."""
+    from keras_gradwatch import _stats_ops
+
+    rng = np.random.default_rng(9)
+    grads = [rng.normal(size=(6, 4)).astype("float32"), np.zeros(3, "float32")]
+    weights = [rng.normal(size=(6, 4)).astype("float32"), np.ones(3, "float32")]
+    if special is not None:
+        grads[0][2, 1] = special
+        weights[1][0] = special
+    stats, histograms = _stats_ops.batch_stats(
+        [keras.ops.convert_to_tensor(g) for g in grads],
+        [keras.ops.convert_to_tensor(w) for w in weights],
+        5,
+        _stats_ops.wide_dtype(),
+    )
+    stats = np.asarray(keras.ops.convert_to_numpy(stats), np.float64)
+    for row, g, w in zip(stats, grads, weights, strict=True):
+        want = np_stats(g, w)
+        want["weight_nonfinite"] = float(np.sum(~np.isfinite(w)))
+        np.testing.assert_allclose(row, list(want.values()), rtol=RTOL)
+    rows = _stats_ops.host_rows(*histograms)
+    np.testing.assert_array_equal(rows[1], np_histogram(grads[1], 5))
+    assert rows[0, :, 2].sum() == np.isfinite(grads[0]).sum()
