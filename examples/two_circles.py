@@ -3,11 +3,15 @@
 Trains two deep, narrow MLPs (5 hidden Dense layers of 5 units) on
 scikit-learn's ``make_circles`` data set (bundled, nothing is downloaded):
 
-* ``tanh_uniform``: tanh activations, weights drawn from ``RandomUniform(0, 1)``.
+* ``tanh_uniform``: tanh activations, weights drawn from uniform(0, 1).
   The saturated tanh units pass almost no gradient back to the first layers,
   and test accuracy stays near chance (about 50%).
 * ``relu_he``: ReLU activations with He-uniform initialization. Gradients reach
-  every layer and test accuracy climbs to about 84%.
+  every layer and test accuracy climbs to about 85%.
+
+The weights are drawn with NumPy and the batches come in the data's own
+(random) order, so that every Keras backend trains the same networks:
+``KERAS_BACKEND=jax`` or ``torch`` tells the same story as TensorFlow.
 
 Each model writes one TensorBoard run directory, ``<logdir>/<model>/``, with
 the ``train`` and ``validation`` loss curves of ``keras.callbacks.TensorBoard``
@@ -26,8 +30,10 @@ Run it and open TensorBoard::
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 from collections.abc import Callable
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -39,11 +45,41 @@ from sklearn.preprocessing import MinMaxScaler  # noqa: E402
 
 from keras_gradwatch import GradWatch, WeightNorms  # noqa: E402
 
-# name: (activation, initializer factory). Every layer gets its own initializer:
-# one unseeded instance shared by several layers draws the same weights for all.
-MODELS = {
-    "tanh_uniform": ("tanh", lambda: keras.initializers.RandomUniform(0.0, 1.0)),
-    "relu_he": ("relu", keras.initializers.HeUniform),
+Bounds = Callable[[tuple[int, ...]], tuple[float, float]]
+
+
+def unit(shape: tuple[int, ...]) -> tuple[float, float]:
+    return 0.0, 1.0
+
+
+def he(shape: tuple[int, ...]) -> tuple[float, float]:
+    limit = float(np.sqrt(6.0 / shape[0]))
+    return -limit, limit
+
+
+def glorot(shape: tuple[int, ...]) -> tuple[float, float]:
+    limit = float(np.sqrt(6.0 / (shape[0] + shape[-1])))
+    return -limit, limit
+
+
+class Drawn(keras.initializers.Initializer):
+    """Uniform weights drawn with NumPy, within `bounds(shape)`: the same on
+    every backend (Keras' initializers draw with the backend's generator)."""
+
+    def __init__(self, rng: np.random.Generator, bounds: Bounds) -> None:
+        self.rng, self.bounds = rng, bounds
+
+    def __call__(self, shape: Any, dtype: Any = None) -> Any:
+        shape = tuple(shape)
+        low, high = self.bounds(shape)
+        values = self.rng.uniform(low, high, shape).astype("float32")
+        return keras.ops.convert_to_tensor(values, dtype=dtype or "float32")
+
+
+# name: (activation, the hidden kernels' bounds).
+MODELS: dict[str, tuple[str, Bounds]] = {
+    "tanh_uniform": ("tanh", unit),
+    "relu_he": ("relu", he),
 }
 
 
@@ -56,7 +92,9 @@ def load_data(seed: int) -> tuple[np.ndarray, ...]:
 
 
 def build_model(
-    activation: str, make_initializer: Callable[[], keras.initializers.Initializer]
+    activation: str,
+    make_initializer: Callable[[], keras.initializers.Initializer],
+    output_initializer: Any = "glorot_uniform",
 ) -> keras.Model:
     """5 hidden Dense(5) layers and a sigmoid output, compiled with SGD."""
     layers = [keras.Input(shape=(2,))]
@@ -69,7 +107,14 @@ def build_model(
                 name=f"hidden_{i}",
             )
         )
-    layers.append(keras.layers.Dense(1, activation="sigmoid", name="output"))
+    layers.append(
+        keras.layers.Dense(
+            1,
+            activation="sigmoid",
+            kernel_initializer=output_initializer,
+            name="output",
+        )
+    )
     model = keras.Sequential(layers, name="mlp")
     model.compile(
         optimizer=keras.optimizers.SGD(learning_rate=0.01, momentum=0.9),
@@ -94,9 +139,12 @@ def main(argv: list[str] | None = None) -> dict:
 
     x_train, y_train, x_test, y_test = load_data(args.seed)
     results = {}
-    for name, (activation, make_initializer) in MODELS.items():
+    for name, (activation, bounds) in MODELS.items():
         keras.utils.set_random_seed(args.seed)
-        model = build_model(activation, make_initializer)
+        rng = np.random.default_rng(args.seed)
+        model = build_model(
+            activation, functools.partial(Drawn, rng, bounds), Drawn(rng, glorot)
+        )
         run_dir = os.path.join(args.logdir, name)
         companions = [] if args.gradwatch_only else [WeightNorms(log_dir=run_dir)]
         tensorboard = (
@@ -108,6 +156,7 @@ def main(argv: list[str] | None = None) -> dict:
             validation_data=(x_test, y_test),
             epochs=args.epochs,
             batch_size=args.batch_size,
+            shuffle=False,  # the batches alike on every backend (see above)
             verbose=0,
             # TensorBoard first, or it would copy the held-out logs["grad_norm"]
             # into its `train` run as `epoch_grad_norm`.
