@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -68,3 +69,11 @@ def unique_paths(weights: list[keras.Variable]) -> list[str]:
         seen[path] = count + 1
         paths.append(f"{path}_{count}" if count else path)
     return paths
+
+
+def same(now: Sequence[Any], before: Sequence[Any]) -> bool:
+    """Whether two lists hold the same objects in the same order (what a
+    traced pass captured against what the model has now)."""
+    return len(now) == len(before) and all(
+        a is b for a, b in zip(now, before, strict=True)
+    )

@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from keras_gradwatch import _compat, _signal, _stats, tags
 from keras_gradwatch._heldout import Batch
-from keras_gradwatch._pass import Result, Trace, key, unique_paths
+from keras_gradwatch._pass import Result, Trace, key, same, unique_paths
 
 logger = logging.getLogger("keras_gradwatch")
 
@@ -72,10 +72,7 @@ class GradientProbe:
 
     def matches(self, model: keras.Model) -> bool:
         """Whether the traced pass still fits `model` as it is now."""
-        now = key(model)
-        return len(now) == len(self.key) and all(
-            a is b for a, b in zip(now, self.key, strict=True)
-        )
+        return same(key(model), self.key)
 
     def __call__(self, batch: Batch) -> Result:
         """Runs the traced function on `batch`."""

@@ -31,7 +31,7 @@ import numpy as np
 
 from keras_gradwatch import _signal_ops, _stats_ops
 from keras_gradwatch._heldout import Batch
-from keras_gradwatch._pass import Result, Trace, key, unique_paths
+from keras_gradwatch._pass import Result, Trace, key, same, unique_paths
 
 
 def _loss(
@@ -72,8 +72,8 @@ def _values(variables: list[Any]) -> list[Any]:
     return [v.value for v in variables]
 
 
-class JaxProbe:
-    """The held-out pass on JAX (see the module's docstring)."""
+class _Probe:
+    """What both backends' passes hold: the model as traced, the settings."""
 
     def __init__(self, model: keras.Model, *, buckets: int, training: bool) -> None:
         self._model = model
@@ -81,6 +81,17 @@ class JaxProbe:
         self._training = training
         self.key = key(model)
         self.trace = Trace()
+
+    def matches(self, model: keras.Model) -> bool:
+        """Whether the pass still fits `model` as it is now."""
+        return same(key(model), self.key)
+
+
+class JaxProbe(_Probe):
+    """The held-out pass on JAX (see the module's docstring)."""
+
+    def __init__(self, model: keras.Model, *, buckets: int, training: bool) -> None:
+        super().__init__(model, buckets=buckets, training=training)
         self._probes: dict[str, Any] = {}
         self._function: Any = None
         self._traces = 0
@@ -162,12 +173,6 @@ class JaxProbe:
             batch.sample_weight,
         )
 
-    def matches(self, model: keras.Model) -> bool:
-        now = key(model)
-        return len(now) == len(self.key) and all(
-            a is b for a, b in zip(now, self.key, strict=True)
-        )
-
     def __call__(self, batch: Batch) -> Result:
         trainable, *rest = self._args(batch)
         stats, histograms, loss, signal = self._function(trainable, self._probes, *rest)
@@ -192,27 +197,17 @@ def _used_inputs(jaxpr: Any, count: int) -> list[bool]:
     return [v in needed for v in jaxpr.invars[:count]]
 
 
-class TorchProbe:
+class TorchProbe(_Probe):
     """The held-out pass on PyTorch (see the module's docstring)."""
 
     def __init__(self, model: keras.Model, *, buckets: int, training: bool) -> None:
-        self._model = model
-        self._buckets = buckets
-        self._training = training
-        self.key = key(model)
-        self.trace = Trace()
+        super().__init__(model, buckets=buckets, training=training)
         self._paths = unique_paths(list(model.trainable_weights))
         self._signal = _signal_ops.Probes(model)
         self.tracing_count = 1
 
     def build(self, batch: Batch) -> None:
         self(batch)
-
-    def matches(self, model: keras.Model) -> bool:
-        now = key(model)
-        return len(now) == len(self.key) and all(
-            a is b for a, b in zip(now, self.key, strict=True)
-        )
 
     def __call__(self, batch: Batch) -> Result:
         import torch
@@ -309,9 +304,7 @@ class WeightPass:
         return [keras.ops.copy(v.value) for v in self.weights]
 
     def matches(self, weights: list[Any]) -> bool:
-        return len(weights) == len(self.weights) and all(
-            a is b for a, b in zip(weights, self.weights, strict=True)
-        )
+        return same(weights, self.weights)
 
     def snapshot(self) -> None:
         """Makes the weights as they are now the previous ones."""

@@ -9,6 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_gradwatch import _compat, _stats
+from keras_gradwatch._pass import same
 from keras_gradwatch._weight_norms import records
 
 logger = logging.getLogger("keras_gradwatch")
@@ -48,9 +49,7 @@ class WeightPass:
             self._function.get_concrete_function()
 
     def matches(self, weights: list[Any]) -> bool:
-        return len(weights) == len(self.weights) and all(
-            a is b for a, b in zip(weights, self.weights, strict=True)
-        )
+        return same(weights, self.weights)
 
     @property
     def tracing_count(self) -> int:
