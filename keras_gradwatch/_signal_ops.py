@@ -28,6 +28,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_gradwatch import _chance, _layers, _stats_ops, tags
@@ -217,15 +218,16 @@ def signal(probes: Probes, grads: dict[str, Any], wide: str) -> Any:
     """The signal vector (in `wide`), tagged by `signal_tags(probes, grads)`,
     from the gradients at the probes (absent where the loss does not depend
     on one)."""
-    flat = [
-        ops.reshape(ops.cast(grads[f"{i}/out"], "float32"), [-1])
+    outputs = [
+        ops.cast(grads[f"{i}/out"], "float32")
         for i in range(len(probes.paths))
         if grads.get(f"{i}/out") is not None
     ]
-    norms = _stats_ops.norms(flat, wide)[0]
+    norms = _stats_ops.norms(outputs, wide)[0]
+    sizes = [float(np.prod(g.shape)) for g in outputs]
     pairs = [
-        [norm, norm / float(v.shape[0]) ** 0.5 if v.shape[0] else norm]
-        for norm, v in zip(norms, flat, strict=True)
+        [norm, norm / size**0.5 if size else norm]
+        for norm, size in zip(norms, sizes, strict=True)
     ]
     parts = [ops.stack([x for pair in pairs for x in pair])] if pairs else []
     for i in range(len(probes.paths)):

@@ -42,9 +42,13 @@ def _flat(x: Any) -> Any:
     return ops.reshape(ops.cast(x, "float32"), [-1])
 
 
+def _size(v: Any) -> int:
+    return int(np.prod(v.shape, dtype=np.int64))
+
+
 def _max_abs(v: Any) -> Any:
     """max |v|, NaN if any is NaN, 0 for no elements."""
-    if v.shape[0] == 0:
+    if _size(v) == 0:
         return ops.zeros([], v.dtype)
     return ops.max(ops.abs(v))
 
@@ -59,9 +63,10 @@ def _exact_norm(v: Any, wide: str) -> Any:
 
 
 def norms(parts: Sequence[Any], wide: str) -> tuple[list[Any], list[Any], list[Any]]:
-    """Each flat float32 vector's L2 norm, sum of |v| and count of non-finite
-    elements, in `wide`: from float32 sums where all of them are finite,
-    else exactly (see the module's docstring)."""
+    """Each float32 tensor's L2 norm, sum of |v| and count of non-finite
+    elements (over all its elements, any shape: no copy to flatten it), in
+    `wide`: from float32 sums where all of them are finite, else exactly
+    (see the module's docstring)."""
     squares = [ops.sum(ops.square(v)) for v in parts]
     sums = [ops.sum(ops.abs(v)) for v in parts]
     finite = ops.all(ops.isfinite(ops.stack(squares + sums))) if parts else True
