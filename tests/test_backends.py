@@ -659,3 +659,20 @@ def test_backend_pass_benchmark_runs():
     assert row["pass_ms"] > 0
     assert row["pass_per_step"] > 0
     assert ("gradients_ms" in row) == (BACKEND != "tensorflow")
+
+
+@pytest.mark.parametrize("bad", ["x", "y"])
+def test_held_out_that_does_not_fit_fails_before_training(tmp_path, bad):
+    """Held-out data of the wrong shape stops `fit` at its start, with one
+    error that names `held_out`, on every backend."""
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    model.compile("sgd", "mse")
+    x, y = np.ones((8, 4), "float32"), np.ones((8, 2), "float32")
+    held_out = (np.ones((8, 5), "float32"), y) if bad == "x" else (x, x[:, :3])
+    before = [w.copy() for w in model.get_weights()]
+    with pytest.raises(
+        ValueError, match="could not compute the model's loss on `held_out`"
+    ):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[GradWatch(tmp_path, held_out)])
+    for w, b in zip(model.get_weights(), before, strict=True):
+        np.testing.assert_array_equal(w, b)  # no step was taken
