@@ -114,14 +114,7 @@ def measure(key: str, quick: bool, repeats: int, tmp: str) -> dict[str, float]:
     return out
 
 
-def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="abc")
-    parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args(argv)
-    # The passes judge a made-up loss: their findings are not the point here.
-    logging.getLogger("keras_gradwatch").setLevel(logging.ERROR)
+def _table(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     backend = keras.backend.backend()
     print(f"backend: {backend} (keras {keras.__version__})")
     print(
@@ -139,6 +132,23 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
                 f"{row['pass_per_step']:>9.2f} {grads:>9.1f} {beyond:>12.0%} "
                 f"{row['setup_s']:>8.2f}"
             )
+    return results
+
+
+def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="abc")
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    # The passes judge a made-up loss: their findings are not the point here.
+    log = logging.getLogger("keras_gradwatch")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        results = _table(args)
+    finally:
+        log.setLevel(level)
     return results
 
 

@@ -655,7 +655,10 @@ def test_backend_pass_benchmark_runs():
     """`benchmarks/backend_pass.py` still runs on this backend (tiny
     settings; no timing is asserted)."""
     bench = load_script(ROOT / "benchmarks" / "backend_pass.py")
+    log = logging.getLogger("keras_gradwatch")
+    level = log.level
     row = bench.main(["--models", "a", "--repeats", "2", "--quick"])["a"]
+    assert log.level == level  # later tests read its warnings
     assert row["pass_ms"] > 0
     assert row["pass_per_step"] > 0
     assert ("gradients_ms" in row) == (BACKEND != "tensorflow")
