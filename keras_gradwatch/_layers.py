@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import keras
@@ -70,3 +71,26 @@ def unique_layer_paths(layers: Sequence[Any]) -> list[str]:
         seen[path] = count + 1
         paths.append(f"{path}_{count}" if count else path)
     return paths
+
+
+@contextlib.contextmanager
+def calls_wrapped(
+    layers: Sequence[Any], wrap: Callable[[int, Any, Any], Any]
+) -> Iterator[None]:
+    """Sets ``wrap(i, layer, layer.call)`` as each layer's `call` for the
+    block, on the instance (bypassing Keras' attribute tracking); afterwards
+    removes it, or puts back the one that was there before, also when the
+    block fails."""
+    saved: list[tuple[Any, bool, Any]] = []
+    try:
+        for i, layer in enumerate(layers):
+            own = vars(layer)
+            saved.append((layer, "call" in own, own.get("call")))
+            object.__setattr__(layer, "call", wrap(i, layer, layer.call))
+        yield
+    finally:
+        for layer, had, before in reversed(saved):
+            if had:
+                object.__setattr__(layer, "call", before)
+            else:
+                object.__delattr__(layer, "call")

@@ -36,6 +36,7 @@ from keras_gradwatch import tags
 from keras_gradwatch._layers import (  # noqa: F401 (re-exported)
     MAX_TEXT,
     activation_name,
+    calls_wrapped,
     is_recurrent,
     measured_layers,
     unique_layer_paths,
@@ -73,19 +74,11 @@ class Capture:
         that was there before is put back.
         """
         self.calls = {}
-        saved: list[tuple[Any, bool, Any]] = []
-        try:
-            for layer in self.layers:
-                own = vars(layer)
-                saved.append((layer, "call" in own, own.get("call")))
-                object.__setattr__(layer, "call", self._wrap(layer, layer.call, tape))
+        with calls_wrapped(
+            self.layers,
+            lambda i, layer, original: self._wrap(layer, original, tape),
+        ):
             yield
-        finally:
-            for layer, had, before in reversed(saved):
-                if had:
-                    object.__setattr__(layer, "call", before)
-                else:
-                    object.__delattr__(layer, "call")
 
     def _wrap(self, layer: Any, original: Any, tape: tf.GradientTape) -> Any:
         recurrent = is_recurrent(layer)

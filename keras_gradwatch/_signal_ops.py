@@ -97,19 +97,8 @@ class Probes:
         self.masks = {}
         if values is None and make is None:
             self.spec = {}
-        saved: list[tuple[Any, bool, Any]] = []
-        try:
-            for i, layer in enumerate(self.layers):
-                own = vars(layer)
-                saved.append((layer, "call" in own, own.get("call")))
-                object.__setattr__(layer, "call", self._wrap(i, layer, layer.call))
+        with _layers.calls_wrapped(self.layers, self._wrap):
             yield
-        finally:
-            for layer, had, before in reversed(saved):
-                if had:
-                    object.__setattr__(layer, "call", before)
-                else:
-                    object.__delattr__(layer, "call")
 
     def _probe(self, key: str, tensor: Any) -> Any:
         """`tensor` plus its probe (or recorded, and returned as it is)."""
