@@ -23,6 +23,7 @@ from keras_gradwatch import (
     _compat,
     _tf_summary,
     _validation,
+    _writer,
     tags,
 )
 from keras_gradwatch._autoclip_state import STATE_ATTRIBUTE, ClipState, decide
@@ -539,7 +540,7 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
 
     def _close_writer(self) -> None:
         writer, self._writer = self._writer, None
-        _tf_summary.close_writer(writer, "AutoClip")
+        _writer.close_writer(writer, "AutoClip")
 
 
 def _or(value: Any, default: Any) -> Any:

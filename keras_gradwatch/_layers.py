@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -94,3 +95,22 @@ def calls_wrapped(
                 object.__setattr__(layer, "call", before)
             else:
                 object.__delattr__(layer, "call")
+
+
+def sequence_argument(
+    signature: inspect.Signature, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[inspect.BoundArguments, str, Any, Any] | None:
+    """A recurrent call's arguments bound to `signature`, the name of its
+    first (the input sequence), that argument, and the mask it received
+    (the first of a list); None where the arguments do not bind."""
+    names = list(signature.parameters)
+    try:
+        bound = signature.bind_partial(*args, **kwargs)
+    except TypeError:
+        return None
+    if not names:
+        return None
+    mask: Any = bound.arguments.get("mask")
+    while isinstance(mask, list | tuple) and mask:
+        mask = mask[0]
+    return bound, names[0], bound.arguments.get(names[0]), mask

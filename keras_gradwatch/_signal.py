@@ -39,6 +39,7 @@ from keras_gradwatch._layers import (  # noqa: F401 (re-exported)
     calls_wrapped,
     is_recurrent,
     measured_layers,
+    sequence_argument,
     unique_layer_paths,
 )
 
@@ -126,15 +127,10 @@ def _sequence(
     signature: inspect.Signature, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> tuple[tf.Tensor | None, tf.Tensor | None]:
     """A recurrent call's input sequence (float, rank 3) and mask."""
-    try:
-        bound = signature.bind_partial(*args, **kwargs)
-    except TypeError:
+    found = sequence_argument(signature, args, kwargs)
+    if found is None:
         return None, None
-    names = list(signature.parameters)
-    sequence: Any = bound.arguments.get(names[0]) if names else None
-    mask: Any = bound.arguments.get("mask")
-    while isinstance(mask, list | tuple) and mask:
-        mask = mask[0]
+    _, _, sequence, mask = found
     if not _is_float_tensor(sequence) or sequence.shape.rank != 3:
         return None, None
     if not tf.is_tensor(mask) or mask.shape.rank != 2:

@@ -156,22 +156,17 @@ class Probes:
         kwargs: dict[str, Any],
     ) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """The call's arguments with its input sequence probed."""
-        try:
-            bound = signature.bind_partial(*args, **kwargs)
-        except TypeError:
+        found = _layers.sequence_argument(signature, args, kwargs)
+        if found is None:
             return args, kwargs
-        names = list(signature.parameters)
-        sequence: Any = bound.arguments.get(names[0]) if names else None
+        bound, name, sequence, mask = found
         if not _is_float(sequence) or len(sequence.shape) != 3:
             return args, kwargs
-        mask: Any = bound.arguments.get("mask")
-        while isinstance(mask, list | tuple) and mask:
-            mask = mask[0]
         key = f"{i}/seq"
         self.masks[key] = (
             mask if hasattr(mask, "shape") and len(mask.shape) == 2 else None
         )
-        bound.arguments[names[0]] = self._probe(key, sequence)
+        bound.arguments[name] = self._probe(key, sequence)
         return bound.args, bound.kwargs
 
     def activations(self) -> dict[str, str]:

@@ -9,7 +9,7 @@ from typing import Any
 import tensorflow as tf
 from tensorboard.plugins.scalar import metadata as scalar_metadata
 
-from keras_gradwatch import _compat, _summary, _writer, tags
+from keras_gradwatch import _compat, _summary, tags
 
 
 def open_writer(
@@ -39,11 +39,6 @@ def open_writer(
             f"`log_dir` must be a writable directory. Received: "
             f"log_dir={log_dir!r} ({type(error).__name__}: {error})"
         ) from error
-
-
-def close_writer(writer: tf.summary.SummaryWriter | None, owner: str) -> None:
-    """Flushes and closes `writer`; a failure is logged, never raised."""
-    _writer.close_writer(writer, owner)
 
 
 def scalar(tag: str, value: tf.Tensor, description: str) -> tf.Operation:
