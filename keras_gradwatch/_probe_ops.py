@@ -18,8 +18,9 @@ PyTorch: eager, with `torch.autograd.grad` (None for those); the statistics
 run under `torch.no_grad`. Keras 3's PyTorch variables are updated in
 place, but the pass reads them only between steps.
 
-Not yet on these backends: mixed precision's loss scale (the pass
-differentiates the unscaled loss, whose float16 gradients may underflow).
+Mixed precision: float16 gradients underflow unless the loss is scaled as
+training scales it (`loss_scale`), so the pass differentiates the scaled
+loss and divides the gradients back (`_unscaled`), as TensorFlow's does.
 """
 
 from __future__ import annotations
@@ -66,6 +67,41 @@ def _loss(
         if losses:
             model._losses_override = []
     return loss
+
+
+def loss_scale(model: keras.Model) -> float | None:
+    """The factor training multiplies the loss by (the `LossScaleOptimizer`'s
+    current scale, or `loss_scale_factor`), or None where it is 1. Read on
+    the host between steps, where the optimizer's variables hold values."""
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None or not hasattr(optimizer, "scale_loss"):
+        return None
+    scale = float(np.asarray(keras.ops.convert_to_numpy(optimizer.scale_loss(1.0))))
+    return None if scale == 1.0 else scale
+
+
+def _unscaled(grads: list[Any], scale: float, plain: Any) -> list[Any]:
+    """`grads` (of the loss times `scale`, None where the loss does not
+    depend on one) divided by `scale`, in float32. Where any is not finite,
+    `plain()`'s (the unscaled loss's, as float32) instead: a held-out batch
+    is not a training batch, and an Inf is reported only where the loss's
+    own gradient has one."""
+    present = [i for i, g in enumerate(grads) if g is not None]
+    divided = [keras.ops.cast(grads[i], "float32") / scale for i in present]
+    if not divided:
+        return grads
+    finite = keras.ops.all(
+        keras.ops.stack([keras.ops.all(keras.ops.isfinite(g)) for g in divided])
+    )
+
+    def again() -> list[Any]:
+        return [keras.ops.cast(g, "float32") for g in plain()]
+
+    chosen = _stats_ops.cond(finite, lambda: divided, again)
+    out = list(grads)
+    for i, g in zip(present, chosen, strict=True):
+        out[i] = g
+    return out
 
 
 def _values(variables: list[Any]) -> list[Any]:
@@ -145,10 +181,34 @@ class JaxProbe(_Probe):
             activations=probes.activations(),
         )
 
-        def run(trainable: list[Any], probed: dict[str, Any], *rest: Any) -> Any:
+        def run(
+            trainable: list[Any],
+            probed: dict[str, Any],
+            scale: float | None,
+            *rest: Any,
+        ) -> Any:
             self._traces += 1
             gradient = jax.value_and_grad(loss_of, argnums=(0, 1), has_aux=True)
-            (loss, masks), (grads, at_probes) = gradient(trainable, probed, *rest)
+            if scale is None:  # static: a scale traces its own program
+                (loss, masks), (grads, at_probes) = gradient(trainable, probed, *rest)
+            else:
+
+                def scaled_of(*args: Any) -> Any:
+                    loss, masks = loss_of(*args)
+                    return keras.ops.cast(loss, "float32") * scale, (loss, masks)
+
+                (_, (loss, masks)), (grads, at_probes) = jax.value_and_grad(
+                    scaled_of, argnums=(0, 1), has_aux=True
+                )(trainable, probed, *rest)
+                keys = sorted(at_probes)
+
+                def plain() -> list[Any]:
+                    g, p = gradient(trainable, probed, *rest)[1]
+                    return [*g, *(p[k] for k in keys)]
+
+                both = _unscaled([*grads, *(at_probes[k] for k in keys)], scale, plain)
+                grads = both[: len(grads)]
+                at_probes = dict(zip(keys, both[len(grads) :], strict=True))
             probes.masks = masks
             stats, histograms = _stats_ops.batch_stats(
                 [grads[i] for i in present],
@@ -175,7 +235,9 @@ class JaxProbe(_Probe):
 
     def __call__(self, batch: Batch) -> Result:
         trainable, *rest = self._args(batch)
-        stats, histograms, loss, signal = self._function(trainable, self._probes, *rest)
+        stats, histograms, loss, signal = self._function(
+            trainable, self._probes, loss_scale(self._model), *rest
+        )
         return _result(stats, histograms, loss, signal)
 
     @property
@@ -217,6 +279,10 @@ class TorchProbe(_Probe):
         made: dict[str, Any] = {}
 
         def probe(tensor: Any) -> Any:
+            # autograd differentiates with respect to any tensor of the graph:
+            # a zero probe only where the graph does not reach (a model input).
+            if tensor.requires_grad:
+                return tensor
             return torch.zeros_like(tensor, requires_grad=True)
 
         with torch.enable_grad():
@@ -231,9 +297,27 @@ class TorchProbe(_Probe):
                     batch.sample_weight,
                     self._training,
                 )
-            grads = torch.autograd.grad(
-                loss, [*params, *made.values()], allow_unused=True
-            )
+            sources = [*params, *made.values()]
+            scale = loss_scale(model)
+            if scale is None:
+                grads = torch.autograd.grad(loss, sources, allow_unused=True)
+            else:
+                grads = _unscaled(
+                    list(
+                        torch.autograd.grad(
+                            loss.float() * scale,
+                            sources,
+                            allow_unused=True,
+                            retain_graph=True,
+                        )
+                    ),
+                    scale,
+                    lambda: [
+                        g
+                        for g in torch.autograd.grad(loss, sources, allow_unused=True)
+                        if g is not None
+                    ],
+                )
         at_probes = {
             k: g
             for k, g in zip(made, grads[len(params) :], strict=True)

@@ -10,7 +10,10 @@ back, as `_signal.Capture` does.
 
 JAX traces twice: once under `jax.eval_shape` to learn the probes' shapes
 (`Probes.spec`), then in the pass, which takes zeros of those shapes as an
-argument it differentiates. PyTorch makes each probe when the layer runs.
+argument it differentiates. PyTorch needs no probe where the tensor is in
+autograd's graph (`torch.autograd.grad` differentiates with respect to it
+itself: no zeros, no addition); elsewhere (a model input) it makes a zero
+probe when the layer runs.
 
 Logits. TensorFlow's crossentropies read a sigmoid or softmax output
 through its logits, so there the signal at such a layer is the gradient at
@@ -92,7 +95,7 @@ class Probes:
         """Wraps the layers' calls for the block. Without `values` or
         `make`, records `spec`; with `values`, adds them; with `make` (a
         function of a tensor, PyTorch), adds what it makes of each, into
-        `values`."""
+        `values` (a tensor it returns as it is is kept, unchanged)."""
         self._values, self._make, self._seen = values, make, set()
         self.masks = {}
         if values is None and make is None:
@@ -106,7 +109,7 @@ class Probes:
             probe = self._make(tensor)
             assert self._values is not None
             self._values[key] = probe
-            return tensor + probe
+            return tensor if probe is tensor else tensor + probe
         if self._values is None:
             self.spec[key] = (tuple(tensor.shape), str(tensor.dtype))
             return tensor

@@ -67,8 +67,14 @@ def norms(parts: Sequence[Any], wide: str) -> tuple[list[Any], list[Any], list[A
     elements (over all its elements, any shape: no copy to flatten it), in
     `wide`: from float32 sums where all of them are finite, else exactly
     (see the module's docstring)."""
-    squares = [ops.sum(ops.square(v)) for v in parts]
-    sums = [ops.sum(ops.abs(v)) for v in parts]
+    if keras.backend.backend() == "torch":  # no temporaries: read passes only
+        import torch
+
+        squares = [torch.square(torch.linalg.vector_norm(v)) for v in parts]
+        sums = [torch.linalg.vector_norm(v, 1) for v in parts]
+    else:
+        squares = [ops.sum(ops.square(v)) for v in parts]
+        sums = [ops.sum(ops.abs(v)) for v in parts]
     finite = ops.all(ops.isfinite(ops.stack(squares + sums))) if parts else True
 
     def fast() -> tuple[list[Any], list[Any], list[Any]]:
@@ -87,10 +93,10 @@ def norms(parts: Sequence[Any], wide: str) -> tuple[list[Any], list[Any], list[A
 
     if not parts:
         return [], [], []
-    return _cond(finite, fast, exact)
+    return cond(finite, fast, exact)
 
 
-def _cond(pred: Any, true_fn: Callable[[], Any], false_fn: Callable[[], Any]) -> Any:
+def cond(pred: Any, true_fn: Callable[[], Any], false_fn: Callable[[], Any]) -> Any:
     """`ops.cond`, or a Python branch on a concrete boolean (eager PyTorch)."""
     if keras.backend.backend() == "torch":
         return true_fn() if bool(pred) else false_fn()
@@ -106,6 +112,10 @@ def histogram(v: Any, buckets: int, wide: str) -> tuple[Any, Any]:
     buckets))``, the maximum in the last; one distinct value puts every
     edge on it and its count in the last bucket; no finite value, zeros.
     """
+    if keras.backend.backend() == "torch" and v.shape[0]:
+        fast = _torch_histogram(v, buckets)
+        if fast is not None:
+            return fast
     v = ops.cast(v, wide)
     finite = ops.isfinite(v)
     count = ops.sum(ops.cast(finite, "int32"))
@@ -130,6 +140,27 @@ def histogram(v: Any, buckets: int, wide: str) -> tuple[Any, Any]:
         ops.where(spread, spread_edges, point),
         ops.where(spread, counts, last),
     )
+
+
+def _torch_histogram(v: Any, buckets: int) -> tuple[Any, Any] | None:
+    """`histogram` of a float32 vector on PyTorch where all values are finite
+    and not all equal (else None): the same float64 arithmetic, bit for bit,
+    in one float64 buffer updated in place (five memory passes where the
+    general form takes about fifteen)."""
+    import torch
+
+    low, high = torch.aminmax(v)  # NaN if any is NaN
+    if not (bool(torch.isfinite(low)) and bool(torch.isfinite(high)) and high > low):
+        return None
+    low, high = low.double(), high.double()
+    width = (high - low) / float(buckets)
+    index = v.to(torch.float64, copy=True).sub_(low).div_(width)
+    index = index.clamp_(0.0, buckets - 1.0)
+    counts = torch.bincount(index.to(torch.int32), minlength=buckets)
+    steps = torch.arange(buckets + 1, dtype=torch.float64, device=v.device)
+    edges = low + steps * width
+    edges[-1] = high
+    return torch.stack([edges[:-1], edges[1:]], dim=1), counts.to(torch.int32)
 
 
 def host_rows(edges: Any, counts: Any) -> np.ndarray:

@@ -106,13 +106,16 @@ def _np_gradients(model, x, y) -> dict[str, np.ndarray]:
     }
 
 
-def _autodiff_gradients(model, x, y) -> dict[str, np.ndarray]:
-    """The same loss's gradients by the backend's own autodiff."""
+def _autodiff_gradients(model, x, y, weight=1.0) -> dict[str, np.ndarray]:
+    """The same loss's gradients (times `weight`), by the backend's own
+    autodiff."""
     weights = model.trainable_weights
     x, y = keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(y)
 
     def loss(pred):
-        return keras.ops.mean(keras.ops.square(pred - y))
+        return weight * keras.ops.mean(
+            keras.ops.square(keras.ops.cast(pred, "float32") - y)
+        )
 
     if BACKEND == "jax":
         import jax
@@ -211,6 +214,76 @@ def test_heldout_loss_is_the_compiled_loss(tmp_path):
     logged = read_run(tmp_path / tags.DEFAULT_RUN)
     expected = np.mean((np.asarray(model.predict(x, verbose=0), np.float64) - y) ** 2)
     np.testing.assert_allclose(float(logged[tags.HELDOUT_LOSS][0]), expected, RTOL)
+
+
+@pytest.fixture
+def mixed_float16():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    yield
+    keras.mixed_precision.set_global_policy("float32")
+
+
+# 2**-24: every float16 gradient underflows to 0 unless the loss is scaled
+# (2**-24 x 2 / 64 rows is below float16's least subnormal, 6e-8). 1e3: the
+# loss times the scale (2**15 at the start) overflows float16's 65504.
+@pytest.mark.numeric
+@pytest.mark.parametrize("loss_weight", [2.0**-24, 1e3], ids=["underflow", "overflow"])
+def test_mixed_float16_gradients_are_unscaled_float32(
+    tmp_path, mixed_float16, loss_weight
+):
+    """Under mixed_float16 the pass scales the loss as training does (the
+    LossScaleOptimizer's scale) and divides back: the statistics are those
+    of the float32 gradient, where the unscaled float16 ones underflow; where
+    the scaled ones overflow, those of the unscaled loss, finite."""
+    model = keras.Sequential(
+        [
+            keras.Input((8,)),
+            keras.layers.Dense(16, activation="tanh", name="hidden"),
+            keras.layers.Dense(1, name="out"),
+        ],
+        name="net",
+    )
+    model.compile(keras.optimizers.SGD(0.0), "mse", loss_weights=[loss_weight])
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 8)).astype("float32")
+    y = rng.normal(size=(64, 1)).astype("float32")
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[GradWatch(tmp_path, (x, y))])
+
+    # Float64 backpropagation of the float32 network: L = w·mean((ŷ - y)²).
+    w1, b1, w2, b2 = (np.asarray(v, np.float64) for v in model.get_weights())
+    h = np.tanh(x @ w1 + b1)
+    d_out = 2.0 * loss_weight * (h @ w2 + b2 - y) / y.size
+    dh = (d_out @ w2.T) * (1.0 - h**2)
+    reference = {
+        "net/hidden/kernel": (x.T @ dh, w1),
+        "net/hidden/bias": (dh.sum(0), b1),
+        "net/out/kernel": (h.T @ d_out, w2),
+        "net/out/bias": (d_out.sum(0), b2),
+    }
+    # The premise, by the backend's own autodiff in float16: unscaled, every
+    # gradient is 0; scaled, some overflow.
+    scale = float(keras.ops.convert_to_numpy(model.optimizer.scale_loss(1.0)))
+    if loss_weight < 1:
+        unscaled = _autodiff_gradients(model, x, y, loss_weight)
+        assert not any(np.any(g) for g in unscaled.values())
+    else:
+        scaled = _autodiff_gradients(model, x, y, loss_weight * scale)
+        assert not all(np.isfinite(g).all() for g in scaled.values())
+    logged = read_run(tmp_path / tags.DEFAULT_RUN)
+    for path, (g, w) in reference.items():
+        expected = np_stats(g, w)
+        # float16 forward passes: each value within a few float16 roundings
+        # (5e-4 relative each) of the float32 network's.
+        for prefix in ("grad_norm", "grad_mean_abs", "grad_max_abs", "grad_to_weight"):
+            got = float(logged[f"{prefix}/{path}"][0])
+            assert got == pytest.approx(expected[prefix], rel=1e-2), (prefix, path)
+        assert float(logged[f"grad_dead_units/{path}"][0]) == 0.0
+        assert float(logged[f"grad_nonfinite/{path}"][0]) == 0.0
+        buckets = logged[f"grad/{path}"][0]
+        assert buckets[0, 0] == pytest.approx(g.min(), rel=1e-2, abs=1e-12)
+        assert buckets[-1, 1] == pytest.approx(g.max(), rel=1e-2, abs=1e-12)
+        assert buckets[:, 2].sum() == g.size
 
 
 @pytest.mark.numeric
