@@ -50,6 +50,10 @@ def _max_abs(v: Any) -> Any:
     """max |v|, NaN if any is NaN, 0 for no elements."""
     if _size(v) == 0:
         return ops.zeros([], v.dtype)
+    if keras.backend.backend() == "torch":  # no temporary
+        import torch
+
+        return torch.linalg.vector_norm(v, float("inf"))
     return ops.max(ops.abs(v))
 
 
@@ -171,6 +175,15 @@ def host_rows(edges: Any, counts: Any) -> np.ndarray:
     return np.concatenate([edges, counts[..., None]], axis=-1)
 
 
+def _any_nonzero(rows: Any) -> Any:
+    """Per column of `rows`, whether any value is not 0 (NaN is not)."""
+    if keras.backend.backend() == "torch":  # no boolean temporary
+        import torch
+
+        return torch.count_nonzero(rows, dim=0) > 0
+    return ops.any(ops.not_equal(rows, 0.0), axis=0)
+
+
 def _count(mask: Any, wide: str) -> Any:
     """How many elements `mask` holds, summed in int32, then in `wide`."""
     return ops.cast(ops.sum(ops.cast(mask, "int32")), wide)
@@ -211,7 +224,7 @@ def batch_stats(
             norm[i] / weight_norm[i],
         )
         units = int(grad.shape[-1]) if len(grad.shape) and grad.shape[-1] else 1
-        alive = ops.any(ops.reshape(ops.not_equal(g[i], 0.0), [-1, units]), axis=0)
+        alive = _any_nonzero(ops.reshape(g[i], [-1, units]))
         dead = ops.mean(ops.cast(ops.logical_not(alive), wide))
         stats = [norm[i], sum_abs[i] / float(size), ops.cast(_max_abs(g[i]), wide)]
         stats += [to_weight, dead, nonfinite[i], weight_nonfinite[i]]

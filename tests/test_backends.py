@@ -734,6 +734,7 @@ def test_backend_pass_benchmark_runs():
     assert log.level == level  # later tests read its warnings
     assert row["pass_ms"] > 0
     assert row["pass_per_step"] > 0
+    assert row["setup_per_trace"] > 0
     assert ("gradients_ms" in row) == (BACKEND != "tensorflow")
 
 

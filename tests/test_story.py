@@ -16,20 +16,27 @@ from helpers import load_script
 from keras_gradwatch import _report
 from keras_gradwatch._findings import REMEDIES
 
-pytestmark = pytest.mark.numeric  # the docs' numbers, with oneDNN on and off
+pytestmark = pytest.mark.numeric  # the story, with oneDNN on and off
 
 REPO = Path(__file__).resolve().parent.parent
 MAKE = load_script(REPO / "docs" / "make_images.py")
 EPOCHS = 100
 """As the README's command runs it, and as ``docs/`` shows it."""
 
-NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?%?")
-RTOL = 1e-2
-"""How far a printed number may move between CPUs: with oneDNN's kernels on
-and off (``TF_ENABLE_ONEDNN_OPTS``) this run prints the same text but for
-one weight change, 6.94e-04 against 6.95e-04 (1.4e-3 relative, one unit in
-the third significant digit). Any change of the model, data or rules moves
-the story itself (a kind, a weight, an epoch range, a word)."""
+FLOAT = re.compile(r"[-+]?\d+(?:\.\d+(?:e[-+]?\d+)?|e[-+]?\d+)")
+"""A measured value as the example prints it (``0.4714``, ``2.80e-01``).
+
+These hold on one CPU, and the story is compared exactly without them:
+every word, finding, weight, epoch range, count and percentage. They move
+with the CPU's kernels: the last epoch's values of the ReLU net, which
+learns for 1,600 SGD steps with momentum, differed by up to 26% between the
+CPU that wrote ``docs/`` and an AMD EPYC with AVX-512 (the tanh net's, which
+barely moves, were the same to four digits), while oneDNN on and off gave
+the same text on each. A learning run amplifies a rounding difference in
+any step into another trajectory, as much as a change of seed does
+(Summers & Dinneen, "Nondeterminism and Instability in Neural Network
+Optimization", ICML 2021), so no tolerance on them would hold on every
+CPU."""
 
 
 @pytest.fixture(scope="module")
@@ -92,11 +99,5 @@ def test_docs_and_readme_show_what_the_example_prints(stories, name):
 
 
 def _same(a: str, b: str) -> bool:
-    """Same text, numbers within `RTOL`."""
-    if NUMBER.sub("#", a) != NUMBER.sub("#", b):
-        return False
-    for x, y in zip(NUMBER.findall(a), NUMBER.findall(b), strict=True):
-        u, v = float(x.rstrip("%")), float(y.rstrip("%"))
-        if abs(u - v) > RTOL * max(abs(u), abs(v)):
-            return False
-    return True
+    """Same text, measured values aside (see `FLOAT`)."""
+    return FLOAT.sub("#", a) == FLOAT.sub("#", b)
