@@ -116,7 +116,7 @@ def histogram(v: Any, buckets: int, wide: str) -> tuple[Any, Any]:
     buckets))``, the maximum in the last; one distinct value puts every
     edge on it and its count in the last bucket; no finite value, zeros.
     """
-    if keras.backend.backend() == "torch" and v.shape[0]:
+    if keras.backend.backend() == "torch" and wide == "float64" and v.shape[0]:
         fast = _torch_histogram(v, buckets)
         if fast is not None:
             return fast
@@ -154,7 +154,9 @@ def _torch_histogram(v: Any, buckets: int) -> tuple[Any, Any] | None:
     import torch
 
     low, high = torch.aminmax(v)  # NaN if any is NaN
-    if not (bool(torch.isfinite(low)) and bool(torch.isfinite(high)) and high > low):
+    # One read on the host (a sync on a GPU): not finite if either is not,
+    # or if the range overflows float32 (the general form then takes it).
+    if not bool(torch.isfinite(high - low) & (high > low)):
         return None
     low, high = low.double(), high.double()
     width = (high - low) / float(buckets)
@@ -176,7 +178,7 @@ def host_rows(edges: Any, counts: Any) -> np.ndarray:
 
 
 def _any_nonzero(rows: Any) -> Any:
-    """Per column of `rows`, whether any value is not 0 (NaN is not)."""
+    """Per column of `rows`, whether any value is other than 0 (NaN is)."""
     if keras.backend.backend() == "torch":  # no boolean temporary
         import torch
 

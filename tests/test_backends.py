@@ -671,6 +671,29 @@ def test_histogram_counts_stay_exact_beyond_float32():
     assert rows[-1, 2] == 1
 
 
+@pytest.mark.skipif(
+    _wide() is np.float32,
+    reason="float32 buckets (JAX without x64): XLA may round a value next to "
+    "an edge otherwise than NumPy; the other histogram tests bound that",
+)
+def test_histogram_of_values_on_bucket_edges_matches_numpy():
+    """Values on and next to every bucket edge fall where TensorBoard's
+    float64 arithmetic puts them, bit for bit."""
+    from keras_gradwatch import _stats_ops
+
+    edges = np.arange(31, dtype=np.float32) / np.float32(30)
+    v = np.concatenate(
+        [edges, np.nextafter(edges, np.float32(2)), np.nextafter(edges, np.float32(-1))]
+    )
+    v = v[(v >= 0) & (v <= 1)]
+    rows = _stats_ops.host_rows(
+        *_stats_ops.histogram(
+            keras.ops.convert_to_tensor(v), 30, _stats_ops.wide_dtype()
+        )
+    )
+    np.testing.assert_array_equal(rows, np_histogram(v, 30, dtype=_wide()))
+
+
 @pytest.mark.parametrize(
     "values",
     [
