@@ -1,7 +1,11 @@
 """GradWatch's held-out pass against a training step, on this run's backend.
 
 For the benchmark models of `overhead.py` (`overhead_models.py`), on the
-backend Keras runs on (``KERAS_BACKEND=jax python benchmarks/backend_pass.py``):
+backend Keras runs on (``KERAS_BACKEND=jax python benchmarks/backend_pass.py``),
+and with ``--models tm`` for cost as the weights grow: ``t``, the 12-block
+Transformer encoder of `setup_cost.py` (195 weights), and ``m``, its
+subclassed model of 500 tiny Dense layers (1,002 weights), each with a
+batch and held-out batch of 32:
 
 - ``step``: `model.train_on_batch` on a batch of the held-out size;
 - ``pass``: GradWatch's `on_epoch_end` (the held-out pass, writing its
@@ -32,10 +36,23 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from overhead_models import SPECS  # noqa: E402
+from overhead_models import SPECS, Spec  # noqa: E402
+from setup_cost import many_dense, points, tokens, transformer  # noqa: E402
 from timing import interleaved, paired_ratios, timed  # noqa: E402
 
 from keras_gradwatch import GradWatch  # noqa: E402
+
+MODELS = {
+    **SPECS,
+    "t": Spec(
+        "t", "encoder, 12 blocks", lambda: transformer(12),
+        lambda rng, n: tokens(n), 32, 32, 32, 32,
+    ),
+    "m": Spec(
+        "m", "500 Dense layers", lambda: many_dense(500),
+        lambda rng, n: points(n), 32, 32, 32, 32,
+    ),
+}  # fmt: skip
 
 
 def gradients_only(model: keras.Model, x: Any, y: Any) -> Any:
@@ -84,7 +101,7 @@ def gradients_only(model: keras.Model, x: Any, y: Any) -> Any:
 
 
 def measure(key: str, quick: bool, repeats: int, tmp: str) -> dict[str, float]:
-    spec = SPECS[key]
+    spec = MODELS[key]
     rows = spec.quick_held_out if quick else spec.held_out
     keras.utils.set_random_seed(0)
     model = spec.build()
@@ -132,7 +149,7 @@ def _table(args: argparse.Namespace) -> dict[str, dict[str, float]]:
             grads = row.get("gradients_ms", float("nan"))
             beyond = row.get("beyond_gradients", float("nan"))
             print(
-                f"{SPECS[key].name:<18} {row['step_ms']:>8.1f} {row['pass_ms']:>8.1f} "
+                f"{MODELS[key].name:<18} {row['step_ms']:>8.1f} {row['pass_ms']:>8.1f} "
                 f"{row['pass_per_step']:>9.2f} {grads:>9.1f} {beyond:>12.0%} "
                 f"{row['setup_s']:>8.2f} {row['setup_per_trace']:>11.2f}"
             )
