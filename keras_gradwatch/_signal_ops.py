@@ -211,12 +211,9 @@ def signal(probes: Probes, grads: dict[str, Any], wide: str) -> Any:
         if grads.get(f"{i}/out") is not None
     ]
     norms = _stats_ops.norms(outputs, wide)[0]
-    sizes = [float(np.prod(g.shape)) for g in outputs]
-    pairs = [
-        [norm, norm / size**0.5 if size else norm]
-        for norm, size in zip(norms, sizes, strict=True)
-    ]
-    parts = [ops.stack([x for pair in pairs for x in pair])] if pairs else []
+    roots = [float(np.prod(g.shape)) ** 0.5 or 1.0 for g in outputs]  # RMS; 0 for none
+    rms = norms / ops.convert_to_tensor(roots, wide)
+    parts = [ops.reshape(ops.stack([norms, rms], axis=1), [-1])] if outputs else []
     for i in range(len(probes.paths)):
         g = grads.get(f"{i}/seq")
         if g is not None:

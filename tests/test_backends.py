@@ -720,17 +720,21 @@ def test_histogram_edge_cases_match_numpy(values):
     ids=["finite", "nan", "inf", "float32-overflowing-squares"],
 )
 def test_statistics_of_hand_made_gradients_match_numpy(special):
-    """`_stats_ops.batch_stats` on given gradients, against `np_stats`: the
-    float32 path where every sum is finite, the exact one (NumPy's rules)
-    where a NaN, an Inf or squares beyond float32 appear."""
+    """`_stats_ops.batch_stats` on given gradients, against `np_stats` and
+    `np_histogram`: the float32 path where every sum is finite, the exact
+    one (NumPy's rules) where a NaN, an Inf or squares beyond float32
+    appear. Same-shaped tensors are measured together (`_stats_ops.SMALL`),
+    interleaved here with others and with one too large to group."""
     from keras_gradwatch import _stats_ops
 
     rng = np.random.default_rng(9)
-    grads = [rng.normal(size=(6, 4)).astype("float32"), np.zeros(3, "float32")]
-    weights = [rng.normal(size=(6, 4)).astype("float32"), np.ones(3, "float32")]
+    shapes = [(6, 4), (3,), (6, 4), (6, 4), (_stats_ops.SMALL + 3,), (3,)]
+    grads = [rng.normal(size=shape).astype("float32") for shape in shapes]
+    grads[1][:] = 0.0  # one distinct value
+    weights = [rng.normal(size=shape).astype("float32") for shape in shapes]
     if special is not None:
-        grads[0][2, 1] = special
-        weights[1][0] = special
+        grads[2][2, 1] = special  # inside a group
+        weights[5][0] = special
     stats, histograms = _stats_ops.batch_stats(
         [keras.ops.convert_to_tensor(g) for g in grads],
         [keras.ops.convert_to_tensor(w) for w in weights],
@@ -738,13 +742,16 @@ def test_statistics_of_hand_made_gradients_match_numpy(special):
         _stats_ops.wide_dtype(),
     )
     stats = np.asarray(keras.ops.convert_to_numpy(stats), np.float64)
-    for row, g, w in zip(stats, grads, weights, strict=True):
+    rows = _stats_ops.host_rows(*histograms)
+    for i, (g, w) in enumerate(zip(grads, weights, strict=True)):
         want = np_stats(g, w)
         want["weight_nonfinite"] = float(np.sum(~np.isfinite(w)))
-        np.testing.assert_allclose(row, list(want.values()), rtol=RTOL)
-    rows = _stats_ops.host_rows(*histograms)
-    np.testing.assert_array_equal(rows[1], np_histogram(grads[1], 5))
-    assert rows[0, :, 2].sum() == np.isfinite(grads[0]).sum()
+        np.testing.assert_allclose(stats[i], list(want.values()), rtol=RTOL)
+        expected = np_histogram(g, 5, dtype=_wide())
+        np.testing.assert_array_equal(rows[i, :, :2], expected[:, :2])
+        moved = np.abs(rows[i, :, 2] - expected[:, 2]).sum() / 2
+        finite = g[np.isfinite(g)].astype(np.float64)
+        assert moved <= (0 if _wide() is np.float64 else _near_edges(finite, expected))
 
 
 def test_backend_pass_benchmark_runs():
