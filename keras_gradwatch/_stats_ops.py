@@ -1,10 +1,11 @@
 """The gradient and weight statistics in `keras.ops`, for JAX and PyTorch.
 
 The same numbers as `keras_gradwatch._stats` (units and edge cases in
-`keras_gradwatch.tags`), written weight by weight with `keras.ops` so that
-JAX compiles them into the held-out pass (`jax.jit`) and PyTorch runs them
-eagerly. TensorFlow keeps `_stats`, whose one buffer for all weights keeps
-its graph small.
+`keras_gradwatch.tags`), written with `keras.ops` over groups of
+same-shaped tensors (`SMALL`) so that JAX compiles them into the held-out
+pass (`jax.jit`) and PyTorch runs them eagerly, in as many operations as
+there are shapes. TensorFlow keeps `_stats`, whose one buffer for all
+weights keeps its graph small.
 
 Cost and precision. Memory passes are the cost, so the common case gets
 few: sums of squares and of magnitudes in float32, whose relative error
