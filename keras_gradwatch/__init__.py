@@ -34,9 +34,9 @@ def __getattr__(name: str) -> Any:
         if error.name != "tensorflow":
             raise
         raise ImportError(
-            f"{name} needs TensorFlow, which is not installed: "
-            "pip install 'keras_gradwatch[tensorflow]'. GradWatch and "
-            "WeightNorms run on JAX and PyTorch without it."
+            f"{name} imported TensorFlow, which is not installed: set "
+            "KERAS_BACKEND to 'jax' or 'torch', on which every callback runs "
+            "without it, or pip install 'keras_gradwatch[tensorflow]'."
         ) from error
     value = getattr(module, name)
     globals()[name] = value

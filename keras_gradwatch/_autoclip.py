@@ -1,10 +1,12 @@
 """AutoClip, the callback: arguments, lifecycle and reporting.
 
 The work of a training step is done elsewhere: the optimizer hooks
-(`_autoclip_keras3` wraps a Keras 3 optimizer's `apply`, `_autoclip_tf_keras`
-adds a legacy optimizer's gradient transformer) measure the global norm and
-call `_autoclip_state.decide`, which applies the clip policy of
-`_clipping` and updates the variables this callback reads per epoch.
+(`_autoclip_keras3` wraps a Keras 3 optimizer's `apply` on TensorFlow,
+`_autoclip_jax_torch` on JAX and PyTorch, `_autoclip_tf_keras` adds a legacy
+optimizer's gradient transformer) measure the global norm and call
+`_autoclip_state.decide`, which applies the clip policy of `_clipping` (in
+`keras.ops`, the same on every backend) and updates the variables this
+callback reads per epoch.
 """
 
 from __future__ import annotations
@@ -14,14 +16,14 @@ import os
 from typing import Any
 
 import keras
-import tensorflow as tf
+import numpy as np
+from keras import ops
 
 from keras_gradwatch import (
-    _autoclip_keras3,
-    _autoclip_tf_keras,
+    _autoclip_jax_torch,
     _clipping,
     _compat,
-    _tf_summary,
+    _summary,
     _validation,
     _writer,
     tags,
@@ -39,16 +41,18 @@ STEP_QUEUE = 1000
 """Summaries the writer holds before a flush, with `every_n_steps`."""
 LOST_RUN_STEPS = 100
 """Consecutive non-finite steps after which a run counts as lost."""
+BACKENDS = ("tensorflow", "jax", "torch")
 
 
 class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
     """Clips the global gradient norm when it spikes; skips non-finite steps.
 
-    Pass it to `fit` like any callback. Every training step, inside the
-    compiled train function, it measures the global norm of the gradients
-    (after they are summed across replicas under `tf.distribute`, and
-    unscaled under mixed precision, by `LossScaleOptimizer` or the
-    optimizer's `loss_scale_factor`) and decides:
+    Pass it to `fit` like any callback, on TensorFlow, JAX or PyTorch. Every
+    training step, inside the train function, it measures the global norm
+    of the gradients (after they are summed across replicas under
+    `tf.distribute`, and unscaled under mixed precision, by
+    `LossScaleOptimizer` or the optimizer's `loss_scale_factor`) and
+    decides:
 
     - ``mode="zscore"`` (default; ZClip's z-score, 2025, on robust
       statistics): a step whose norm exceeds both ``median + z * 1.4826 *
@@ -114,8 +118,21 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
     step was held to; +inf where there was none yet) are written every
     `every_n_steps` optimizer iterations, by iteration, from inside the train
     step (skipped steps are not written: they do not advance the iteration).
-    Summary ops cannot be XLA-compiled, so `every_n_steps` is refused for a
-    model compiled with ``jit_compile=True``.
+    On TensorFlow, summary ops cannot be XLA-compiled, so `every_n_steps` is
+    refused for a model compiled with ``jit_compile=True``.
+
+    On JAX and PyTorch the same rules run (`keras.ops`). On JAX they run
+    inside the jitted train step: AutoClip's variables join the optimizer's
+    for the length of `fit` (the optimizer's own save and load leave them
+    out, so its checkpoint layout is Keras'), a non-finite step's update is
+    computed and discarded (a select keeps the earlier values), and under
+    `keras.distribution`
+    the norm is that of the global batch's gradient; `every_n_steps` writes
+    through a `jax.debug.callback` on the due steps. On PyTorch a non-finite
+    step does not call the optimizer (one host sync per step). Without
+    ``jax_enable_x64`` the state is float32 and int32: a finite gradient
+    whose global norm exceeds float32's largest value (3.4e38) counts as
+    non-finite and is skipped.
 
     Its state (statistics, threshold, counters) is a saveable attribute of
     the optimizer, created when `fit` hands it the model: weights
@@ -173,7 +190,8 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
         ValueError: an argument is out of range or belongs to another mode,
             or `every_n_steps` comes without `log_dir`; `on_train_begin`
             raises it for an optimizer it cannot support, a `log_dir` that
-            cannot be written, or `every_n_steps` with ``jit_compile=True``.
+            cannot be written, or `every_n_steps` with ``jit_compile=True``
+            on TensorFlow.
 
     References:
         Kumar et al., "ZClip: Adaptive Spike Mitigation for LLM
@@ -207,10 +225,10 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
         stop_on_lost_run: bool = True,
     ) -> None:
         super().__init__()
-        if keras.backend.backend() != "tensorflow" and _compat.tf_keras() is None:
+        if keras.backend.backend() not in BACKENDS:
             raise ValueError(
-                "AutoClip needs the TensorFlow backend for now (its policy runs "
-                "inside TensorFlow's train step). Received: backend="
+                "AutoClip needs a backend that trains: "
+                f"{', '.join(BACKENDS)}. Received: backend="
                 f"{keras.backend.backend()!r}"
             )
         if mode not in MODES:
@@ -282,9 +300,11 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
         self.relative_step = relative_step if mode == "zscore" else None
         self._state: ClipState | None = None
         self._optimizer: Any = None
-        self._writer: tf.summary.SummaryWriter | None = None
+        self._writer: Any = None  # tf.summary's on TensorFlow, else _writer's
         self._first_epoch = True
         self._known_trip = -1
+        self._last_step = -1  # the last step scalars written (JAX, PyTorch)
+        self._step_records: _summary.Records | None = None
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -299,14 +319,20 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
         model = self.model
         _validation.compiled(model)
         legacy = _compat.is_tf_keras(model)
-        if not legacy and keras.backend.backend() != "tensorflow":
+        tensorflow = keras.backend.backend() == "tensorflow"
+        if legacy and not tensorflow:
             raise ValueError(
-                "AutoClip needs the TensorFlow backend. Received: backend="
+                "AutoClip on a tf_keras model needs Keras' TensorFlow backend "
+                "(KERAS_BACKEND=tensorflow). Received: backend="
                 f"{keras.backend.backend()!r}"
             )
         optimizer = _target(model.optimizer)
         _check_optimizer(optimizer, legacy)
-        if self.every_n_steps is not None and getattr(model, "jit_compile", False):
+        if (
+            tensorflow
+            and self.every_n_steps is not None
+            and getattr(model, "jit_compile", False)
+        ):
             # A summary op has no XLA kernel: the train step would not compile.
             raise ValueError(
                 "AutoClip writes every_n_steps' step scalars from inside the "
@@ -315,15 +341,24 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
                 f"per-epoch scalars. Received: every_n_steps={self.every_n_steps}"
                 " with jit_compile=True"
             )
-        if self.log_dir is not None:
+        if self.log_dir is not None and tensorflow:
+            from keras_gradwatch import _tf_summary
+
             # Step scalars: flush (an fsync, inside the train step) every
             # thousand summaries, not every ten; the writer still flushes
             # every two minutes and when fit ends.
             queue = None if self.every_n_steps is None else STEP_QUEUE
             self._writer = _tf_summary.open_writer(self.log_dir, self.run, model, queue)
+        elif self.log_dir is not None:
+            self._writer = _writer.open_writer(
+                self.log_dir, self.run, _compat.should_write(model)
+            )
+        self._last_step = -1
         try:
             self._attach(optimizer)
             if legacy:
+                from keras_gradwatch import _autoclip_tf_keras
+
                 if self.relative_step is not None:
                     logger.info(
                         "AutoClip: the step bound is off under tf_keras; the "
@@ -334,7 +369,15 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
                 if not optimizer.built:
                     optimizer.build(model.trainable_variables)
                 bound = self._bound_for(optimizer)
-                _autoclip_keras3.install(optimizer, self._decide, bound)
+                if tensorflow:
+                    from keras_gradwatch import _autoclip_keras3
+
+                    _autoclip_keras3.install(optimizer, self._decide, bound)
+                else:
+                    assert self._state is not None
+                    _autoclip_jax_torch.install(
+                        optimizer, self._state, self._decide, bound
+                    )
             self._optimizer = optimizer
             model.make_train_function(force=True)
         except Exception:
@@ -360,10 +403,10 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
         if state is None:
             return
         values = {
-            "threshold": float(state.threshold.numpy()),
-            "max_norm": float(state.epoch_max_norm.numpy()),
-            "clipped_steps": int(state.epoch_clipped.numpy()),
-            "skipped_steps": int(state.epoch_skipped.numpy()),
+            "threshold": float(_read(state.threshold)),
+            "max_norm": float(_read(state.epoch_max_norm)),
+            "clipped_steps": int(_read(state.epoch_clipped)),
+            "skipped_steps": int(_read(state.epoch_skipped)),
         }
         if logs is not None:
             logs.update({f"autoclip_{k}": v for k, v in values.items()})
@@ -371,18 +414,31 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
         self._check_lost(state, epoch)
         if self._writer is not None:
             try:
-                with self._writer.as_default(step=epoch):
-                    for name, value in values.items():
-                        _tf_summary.scalar(
-                            f"autoclip/{name}",
-                            tf.constant(value, tf.float64),
-                            f"AutoClip ({self.mode}), per epoch.",
-                        )
+                self._write_epoch(epoch, values)
             except Exception:
                 logger.exception(
                     "AutoClip could not write its scalars; clipping goes on."
                 )
                 self._close_writer()
+
+    def _write_epoch(self, epoch: int, values: dict[str, float]) -> None:
+        description = f"AutoClip ({self.mode}), per epoch."
+        if keras.backend.backend() != "tensorflow":
+            records = _summary.Records(
+                [f"autoclip/{name}" for name in values], [], 0, description
+            )
+            scalars = np.array(list(values.values()), np.float64)
+            self._writer.write(epoch, records.serialize(scalars, np.zeros((0, 0, 3))))
+            return
+        import tensorflow as tf
+
+        from keras_gradwatch import _tf_summary
+
+        with self._writer.as_default(step=epoch):
+            for name, value in values.items():
+                _tf_summary.scalar(
+                    f"autoclip/{name}", tf.constant(value, tf.float64), description
+                )
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         self.detach()
@@ -396,7 +452,7 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
         """
         self._close_writer()
         if self._optimizer is not None:
-            _uninstall(self._optimizer)
+            _uninstall(self._optimizer, self._state)
             self._optimizer = None
             # The traced train function has AutoClip in it; a later fit
             # without AutoClip must trace a new one.
@@ -408,7 +464,7 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
         size = self._policy.history_size
         state = getattr(optimizer, STATE_ATTRIBUTE, None)
         if isinstance(state, ClipState) and state.history_size != size:
-            if int(state.steps.numpy()):
+            if int(_read(state.steps)):
                 logger.info(
                     "AutoClip: the optimizer's AutoClip state was written with "
                     "other settings; %s starts fresh.",
@@ -416,8 +472,13 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
                 )
             state = None
         if not isinstance(state, ClipState):
-            strategy = getattr(self.model, "distribute_strategy", None)
-            with (strategy or tf.distribute.get_strategy()).scope():
+            if keras.backend.backend() == "tensorflow":
+                import tensorflow as tf
+
+                strategy = getattr(self.model, "distribute_strategy", None)
+                with (strategy or tf.distribute.get_strategy()).scope():
+                    state = ClipState(size)
+            else:
                 state = ClipState(size)
             setattr(optimizer, STATE_ATTRIBUTE, state)
         self._state = state
@@ -425,23 +486,24 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
     def _check_state(self, state: ClipState) -> None:
         """Starts fresh unless the state is this policy's; says why."""
         config = self._policy.config
-        if tuple(state.config.numpy().tolist()) != config:
-            if int(state.steps.numpy()):
+        stored = tuple(float(c) for c in _read(state.config))
+        if stored != tuple(np.asarray(config, state.config.dtype).tolist()):
+            if int(_read(state.steps)):
                 logger.info(
                     "AutoClip: the optimizer's AutoClip state was written with "
                     "other settings; %s starts fresh.",
                     self.mode,
                 )
             state.reset(config)
-        iterations = int(self.model.optimizer.iterations.numpy())
-        if iterations and not int(state.steps.numpy()):
+        iterations = int(_read(self.model.optimizer.iterations))
+        if iterations and not int(_read(state.steps)):
             logger.warning(
                 "AutoClip starts without statistics on an optimizer that has "
                 "taken %d steps. To resume its state from a checkpoint, call "
                 "set_model(model) before model.load_weights(...).",
                 iterations,
             )
-        self._known_trip = int(state.first_trip_step.numpy())
+        self._known_trip = int(_read(state.first_trip_step))
 
     def _bound_for(self, optimizer: Any) -> float | None:
         """The step bound for this optimizer: SGD's update is the learning
@@ -459,17 +521,61 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
             return None
         return self.relative_step
 
-    def _decide(
-        self, norm: tf.Tensor, limit: tf.Tensor | None = None
-    ) -> tuple[tf.Tensor, tf.Tensor]:
+    def _decide(self, norm: Any, limit: Any | None = None) -> tuple[Any, Any]:
         """Called by the optimizer hook inside the train step."""
         assert self._state is not None
         factor, finite, bound = decide(self._state, self._policy, norm, limit)
         if self.every_n_steps is not None and self._writer is not None:
-            self._write_step(norm, bound, finite)
+            backend = keras.backend.backend()
+            if backend == "tensorflow":
+                self._write_step(norm, bound, finite)
+            else:
+                step = self._optimizer.iterations.value
+                if backend == "torch":
+                    self._write_host(step, norm, bound, finite)
+                else:
+                    self._call_back(step, norm, bound, finite)
         return factor, finite
 
-    def _write_step(self, norm: tf.Tensor, bound: tf.Tensor, finite: tf.Tensor) -> None:
+    def _call_back(self, step: Any, norm: Any, bound: Any, finite: Any) -> None:
+        """Under `jax.jit`: a host callback on the due steps only."""
+        import jax
+
+        due = ops.logical_and(finite, ops.equal(step % self.every_n_steps, 0))
+        jax.lax.cond(
+            due,
+            lambda: jax.debug.callback(self._write_host, step, norm, bound, finite),
+            lambda: None,
+        )
+
+    def _write_host(self, step: Any, norm: Any, bound: Any, finite: Any) -> None:
+        """Writes a due step's norm and bound, by the optimizer's iteration,
+        from the host (PyTorch's eager step; JAX's callback, which may come
+        once per device: a step is written once). A failure is logged, and
+        the step scalars stop; training goes on."""
+        assert self.every_n_steps is not None
+        try:
+            step = int(step)
+            if step % self.every_n_steps or step <= self._last_step or not bool(finite):
+                return
+            self._last_step = step
+            if self._step_records is None:
+                self._step_records = _summary.Records(
+                    STEP_TAGS,
+                    [],
+                    0,
+                    f"AutoClip ({self.mode}), every {self.every_n_steps} step(s).",
+                )
+            values = np.array([float(norm), float(bound)], np.float64)
+            protos = self._step_records.serialize(values, np.zeros((0, 0, 3)))
+            self._writer.write(step, protos)
+        except Exception:
+            logger.exception(
+                "AutoClip could not write its step scalars; clipping goes on."
+            )
+            self.every_n_steps = None
+
+    def _write_step(self, norm: Any, bound: Any, finite: Any) -> None:
         """The step's norm and bound, by the optimizer's iteration, in-graph.
 
         A skipped step is not written: it does not advance the iteration, so
@@ -477,6 +583,10 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
         strategy that runs this once per replica only the first writes; the
         norm is the cross-replica one everywhere.
         """
+        import tensorflow as tf
+
+        from keras_gradwatch import _tf_summary
+
         assert self._writer is not None
         assert self.every_n_steps is not None
         step = tf.cast(self._optimizer.iterations, tf.int64)
@@ -501,7 +611,7 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
                 values["skipped_steps"],
                 epoch,
             )
-        step = int(state.first_trip_step.numpy())
+        step = int(_read(state.first_trip_step))
         if step >= 0 and step != self._known_trip:
             self._known_trip = step
             logger.warning(
@@ -509,7 +619,7 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
                 "%.4g; %d step(s) clipped in epoch %d, threshold now %.4g.",
                 self.mode,
                 step,
-                float(state.first_trip_norm.numpy()),
+                float(_read(state.first_trip_norm)),
                 values["clipped_steps"],
                 epoch,
                 values["threshold"],
@@ -517,8 +627,8 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
 
     def _check_lost(self, state: ClipState, epoch: int) -> None:
         """Says so, and stops training, when a run has only NaN/Inf steps."""
-        consecutive = int(state.consecutive_skipped.numpy())
-        steps = int(state.epoch_steps.numpy())
+        consecutive = int(_read(state.consecutive_skipped))
+        steps = int(_read(state.epoch_steps))
         # Every step of the epoch (two at least), or the last LOST_RUN_STEPS.
         if consecutive < min(LOST_RUN_STEPS, max(2, steps)):
             return
@@ -547,6 +657,11 @@ def _or(value: Any, default: Any) -> Any:
     return default if value is None else value
 
 
+def _read(variable: Any) -> Any:
+    """A variable's value on the host, as NumPy."""
+    return ops.convert_to_numpy(variable.value)
+
+
 def _target(optimizer: Any) -> Any:
     """The optimizer that sees unscaled gradients (inside a loss scaler)."""
     legacy = _compat.tf_keras()
@@ -560,9 +675,17 @@ def _target(optimizer: Any) -> Any:
 
 def _check_optimizer(optimizer: Any, legacy: bool) -> None:
     if legacy:
+        from keras_gradwatch import _autoclip_tf_keras
+
         _autoclip_tf_keras.check(optimizer)
-    else:
+    elif keras.backend.backend() == "tensorflow":
+        from keras_gradwatch import _autoclip_keras3
+
         _autoclip_keras3.check(optimizer)
+    elif not isinstance(optimizer, keras.optimizers.Optimizer):
+        raise ValueError(
+            f"AutoClip needs a Keras 3 optimizer. Received: {type(optimizer).__name__}"
+        )
     for option in ("clipnorm", "clipvalue", "global_clipnorm"):
         if getattr(optimizer, option, None):
             raise ValueError(
@@ -577,6 +700,11 @@ def _check_optimizer(optimizer: Any, legacy: bool) -> None:
         )
 
 
-def _uninstall(optimizer: Any) -> None:
+def _uninstall(optimizer: Any, state: ClipState | None) -> None:
+    if keras.backend.backend() != "tensorflow":
+        _autoclip_jax_torch.uninstall(optimizer, state)
+        return
+    from keras_gradwatch import _autoclip_keras3, _autoclip_tf_keras
+
     _autoclip_keras3.uninstall(optimizer)
     _autoclip_tf_keras.uninstall(optimizer)

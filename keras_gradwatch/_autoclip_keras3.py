@@ -59,7 +59,7 @@ def install(optimizer: Any, decide: Decide, relative_step: float | None) -> None
         context = tf.distribute.get_replica_context()
         if context is not None and context.num_replicas_in_sync > 1:
             grads = _sum_across_replicas(context, grads)
-        norm = _clipping.global_norm(grads) / scale
+        norm = _clipping.global_norm(grads, "float64") / scale
         limits: list[Any] | None = None
         least: tf.Tensor | None = None
         if relative_step is not None:
@@ -68,8 +68,10 @@ def install(optimizer: Any, decide: Decide, relative_step: float | None) -> None
                 variables = optimizer._trainable_variables
             # The step SGD takes from the gradient, unscaled.
             rate = tf.cast(optimizer.learning_rate, tf.float64) / scale
-            limits = _clipping.step_limits(grads, variables, relative_step, rate)
-            least = _clipping.least(limits)
+            limits = _clipping.step_limits(
+                grads, variables, relative_step, rate, "float64"
+            )
+            least = _clipping.least(limits, "float64")
 
         def update(grads: Any, factor: tf.Tensor, variables: Any, limits: Any) -> None:
             original(_clipping.scale(grads, factor, limits), variables)

@@ -41,7 +41,7 @@ def install(optimizer: Any, decide: Decide) -> None:
     def transform(grads_and_vars: Any) -> list[Any]:
         grads_and_vars = list(grads_and_vars)
         grads = _clipping.dense([g for g, _ in grads_and_vars])
-        factor, finite = decide(_clipping.global_norm(grads))
+        factor, finite = decide(_clipping.global_norm(grads, "float64"))
         present = [i for i, g in enumerate(grads) if g is not None]
         if present:
             kept = tf.cond(

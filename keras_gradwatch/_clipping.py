@@ -1,10 +1,12 @@
-"""Clipping as pure TF ops: the global norm, the scaling, and the policies.
+"""Clipping in `keras.ops`: the global norm, the scaling, and the policies.
 
-`global_norm`, `scale` and `dense` act on a list of gradients (None for a
-weight without one). A policy is called once per training step, inside the
-compiled train function, with what it remembers (`Memory`), the step's
-global gradient norm (float64; 0 when `finite` is False) and how many finite
-norms came before. It returns the bound for this step, the norm a step
+The same code runs inside the train step of every backend (a `tf.function`,
+a `jax.jit`, PyTorch's eager step). `global_norm` and `scale` act on a list
+of gradients (None for a weight without one). A policy is called once per
+training step with what it remembers (`Memory`), the step's global gradient
+norm (in the state's dtype, `wide`: float64, or float32 on JAX without
+``jax_enable_x64``; 0 when `finite` is False) and how many finite norms
+came before. It returns the bound for this step, the norm a step
 above it is scaled to, the threshold in force after the step, and its new
 memory, unchanged on a non-finite step. The callback keeps the memory in
 variables.
@@ -29,16 +31,17 @@ import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
-import tensorflow as tf
+import keras
+from keras import ops
 
 
 class Memory(NamedTuple):
     """What a policy carries from step to step."""
 
-    history: tf.Tensor  # [history_size] float64 norms; unfilled slots hold +inf
+    history: Any  # [history_size] norms (`wide`); unfilled slots hold +inf
 
 
-Step = tuple[tf.Tensor, tf.Tensor, tf.Tensor, Memory]
+Step = tuple[Any, Any, Any, Memory]
 """(bound for this step, the norm a step above it is scaled to, threshold
 after the step, new memory)."""
 
@@ -66,9 +69,7 @@ class Policy(Protocol):
         """The mode and its parameters, stored with the state to tell whose
         memory a checkpoint holds."""
 
-    def __call__(
-        self, memory: Memory, norm: tf.Tensor, finite: tf.Tensor, seen: tf.Tensor
-    ) -> Step: ...
+    def __call__(self, memory: Memory, norm: Any, finite: Any, seen: Any) -> Step: ...
 
 
 @dataclass(frozen=True)
@@ -85,10 +86,8 @@ class Fixed:
     def config(self) -> tuple[float, ...]:
         return (0.0, self.threshold, 0.0, 0.0)
 
-    def __call__(
-        self, memory: Memory, norm: tf.Tensor, finite: tf.Tensor, seen: tf.Tensor
-    ) -> Step:
-        bound = tf.constant(self.threshold, tf.float64)
+    def __call__(self, memory: Memory, norm: Any, finite: Any, seen: Any) -> Step:
+        bound = ops.full((), self.threshold, norm.dtype)
         return bound, bound, bound, memory
 
 
@@ -169,29 +168,23 @@ class ZScore:
     def config(self) -> tuple[float, ...]:
         return (1.0, self.z, float(self.warmup), 0.0)
 
-    def __call__(
-        self, memory: Memory, norm: tf.Tensor, finite: tf.Tensor, seen: tf.Tensor
-    ) -> Step:
+    def __call__(self, memory: Memory, norm: Any, finite: Any, seen: Any) -> Step:
         bound, to = self._bound(memory.history, seen, norm)
-        slot = tf.math.floormod(seen, self.warmup)
-        history = tf.tensor_scatter_nd_update(memory.history, [[slot]], [norm])
-        history = tf.where(finite, history, memory.history)
-        after, _ = self._bound(history, seen + tf.cast(finite, tf.int64), norm)
+        history = _record(memory.history, seen, norm, finite)
+        after, _ = self._bound(history, seen + ops.cast(finite, seen.dtype), norm)
         return bound, to, after, Memory(history)
 
-    def _bound(
-        self, history: tf.Tensor, seen: tf.Tensor, norm: tf.Tensor
-    ) -> tuple[tf.Tensor, tf.Tensor]:
+    def _bound(self, history: Any, seen: Any, norm: Any) -> tuple[Any, Any]:
         """(the bound after `seen` finite norms, what `norm` above it is
         scaled to)."""
-        count = tf.minimum(seen, self.warmup)
+        count = _min(seen, _like(self.warmup, seen))
         middle = low_median(history, count)
-        spread = low_median(tf.abs(history - middle), count)
+        spread = low_median(ops.abs(history - middle), count)
         early = early_bound(self.early, middle)
         # Never below the early bound: a healthy norm at twice the median is
         # no spike, however small the MAD of a calm stretch.
-        robust = tf.maximum(middle + self.z * MAD_TO_STD * spread, early)
-        bound = tf.where(seen < self.warmup, early, robust)
+        robust = _max(middle + self.z * MAD_TO_STD * spread, early)
+        bound = ops.where(seen < self.warmup, early, robust)
         return bound, redescend(self.far, bound, norm, reciprocal(middle, bound, norm))
 
 
@@ -221,28 +214,32 @@ class Percentile:
     def config(self) -> tuple[float, ...]:
         return (2.0, self.percentile, float(self.window), 0.0)
 
-    def __call__(
-        self, memory: Memory, norm: tf.Tensor, finite: tf.Tensor, seen: tf.Tensor
-    ) -> Step:
-        earlier = tf.minimum(seen, self.window)
+    def __call__(self, memory: Memory, norm: Any, finite: Any, seen: Any) -> Step:
+        earlier = _min(seen, _like(self.window, seen))
         cap = early_bound(self.early, low_median(memory.history, earlier))
-        slot = tf.math.floormod(seen, self.window)
-        history = tf.tensor_scatter_nd_update(memory.history, [[slot]], [norm])
-        history = tf.where(finite, history, memory.history)
-        count = tf.minimum(seen + tf.cast(finite, tf.int64), self.window)
-        ordered = tf.sort(history)  # unfilled slots hold +inf, at the end
-        last = tf.maximum(count - 1, 0)
-        position = self.percentile / 100.0 * tf.cast(last, tf.float64)
-        low = tf.cast(tf.floor(position), tf.int64)
-        high = tf.minimum(low + 1, last)
-        below, above = tf.gather(ordered, low), tf.gather(ordered, high)
-        fraction = position - tf.cast(low, tf.float64)
-        bound = tf.where(high > low, below + fraction * (above - below), below)
-        bound = tf.minimum(bound, cap)
+        history = _record(memory.history, seen, norm, finite)
+        count = _min(seen + ops.cast(finite, seen.dtype), _like(self.window, seen))
+        ordered = ops.sort(history)  # unfilled slots hold +inf, at the end
+        last = _max(count - 1, _like(0, count))
+        position = self.percentile / 100.0 * ops.cast(last, norm.dtype)
+        low = ops.cast(ops.floor(position), seen.dtype)
+        high = _min(low + 1, last)
+        below, above = ops.take(ordered, low), ops.take(ordered, high)
+        fraction = position - ops.cast(low, norm.dtype)
+        bound = ops.where(high > low, below + fraction * (above - below), below)
+        bound = _min(bound, cap)
         return bound, bound, bound, memory._replace(history=history)
 
 
-def low_median(history: tf.Tensor, count: tf.Tensor) -> tf.Tensor:
+def _record(history: Any, seen: Any, norm: Any, finite: Any) -> Any:
+    """`history` with a finite `norm` in the slot of the `seen`-th norm (a
+    ring: the oldest goes); unchanged when `finite` is False."""
+    size = history.shape[0]
+    slot = ops.arange(size, dtype=seen.dtype) == ops.mod(seen, size)
+    return ops.where(ops.logical_and(finite, slot), norm, history)
+
+
+def low_median(history: Any, count: Any) -> Any:
     """The low median (the lower middle value for an even `count`) of the
     `count` finite entries of `history`, whose other slots hold +inf; 0 when
     `count` is 0.
@@ -250,23 +247,23 @@ def low_median(history: tf.Tensor, count: tf.Tensor) -> tf.Tensor:
     The low median of two norms is the smaller one: the mean of a norm and a
     spike would be half the spike.
     """
-    ordered = tf.sort(history)
-    middle = tf.gather(ordered, tf.maximum(count - 1, 0) // 2)
-    return tf.where(count > 0, middle, tf.constant(0.0, tf.float64))
+    ordered = ops.sort(history)
+    middle = ops.take(ordered, (_max(count - 1, _like(0, count))) // 2)
+    return ops.where(count > 0, middle, ops.zeros((), history.dtype))
 
 
-def early_bound(factor: float, middle: tf.Tensor) -> tf.Tensor:
+def early_bound(factor: float, middle: Any) -> Any:
     """`factor` times the median of the earlier norms, `middle`.
 
     +inf, so that nothing is clipped, when that median is 0 (no earlier norm,
     or zero gradients): a bound of 0 would zero every later gradient, and
     with the clipped norms kept it would never rise again.
     """
-    inf = tf.constant(math.inf, tf.float64)
-    return tf.where(middle > 0.0, factor * middle, inf)
+    inf = ops.full((), math.inf, middle.dtype)
+    return ops.where(middle > 0.0, factor * middle, inf)
 
 
-def reciprocal(center: tf.Tensor, bound: tf.Tensor, norm: tf.Tensor) -> tf.Tensor:
+def reciprocal(center: Any, bound: Any, norm: Any) -> Any:
     """ZClip's reciprocal clipping: what a norm above `bound` is scaled to.
 
     ``center + (bound - center)**2 / (norm - center)``: the bound itself for
@@ -275,14 +272,35 @@ def reciprocal(center: tf.Tensor, bound: tf.Tensor, norm: tf.Tensor) -> tf.Tenso
     ``center = mean`` and ``bound = mean + z * std`` this is ZClip's
     ``mean + z**2 * std / z_score``. Equal to `bound` when that is +inf.
     """
-    excess = tf.maximum(norm - center, tf.constant(1e-300, tf.float64))
-    to = center + tf.square(bound - center) / excess
-    return tf.where(tf.math.is_inf(bound), bound, tf.minimum(to, bound))
+    excess = _max(norm - center, _tiny(norm.dtype))
+    to = center + ops.square(bound - center) / excess
+    return ops.where(ops.isinf(bound), bound, _min(to, bound))
 
 
-def redescend(
-    far: float, bound: tf.Tensor, norm: tf.Tensor, to: tf.Tensor
-) -> tf.Tensor:
+def _like(value: float, like: Any) -> Any:
+    """`value` as a scalar of `like`'s dtype."""
+    return ops.full((), value, keras.backend.standardize_dtype(like.dtype))
+
+
+def _max(a: Any, b: Any) -> Any:
+    """The larger of `a` and `b` (neither NaN), in their dtype: Keras 3.15's
+    `ops.maximum` and `ops.minimum` on PyTorch return float32 (or int32) for
+    two float64 (int64) tensors."""
+    return ops.where(a < b, b, a)
+
+
+def _min(a: Any, b: Any) -> Any:
+    """The smaller of `a` and `b` (neither NaN), in their dtype."""
+    return ops.where(b < a, b, a)
+
+
+def _tiny(dtype: Any) -> Any:
+    """The smallest positive normal number of `dtype` (float32 or 64), as a
+    divisor that is never 0."""
+    return ops.full((), 1e-300 if "64" in str(dtype) else 1e-38, dtype)
+
+
+def redescend(far: float, bound: Any, norm: Any, to: Any) -> Any:
     """`to`, what a norm above `bound` is scaled to, times ``far * bound /
     norm`` when the norm is more than `far` times the bound.
 
@@ -294,15 +312,15 @@ def redescend(
     cut-off; unchanged when the bound is +inf.
     """
     cutoff = far * bound
-    return tf.where(norm > cutoff, to * (cutoff / norm), to)
+    return ops.where(norm > cutoff, to * (cutoff / norm), to)
 
 
 def step_limits(
-    grads: list[Any], variables: list[Any], relative: float, rate: tf.Tensor
-) -> list[tf.Tensor | None]:
+    grads: list[Any], variables: list[Any], relative: float, rate: Any, wide: str
+) -> list[Any | None]:
     """Per gradient, the largest factor it may be scaled by so that an SGD
     step, ``rate * factor * ||g||``, stays within `relative` times its
-    kernel's norm (at least `WEIGHT_FLOOR`), as float64: +inf when it
+    kernel's norm (at least `WEIGHT_FLOOR`), in `wide`: +inf when it
     already does; None for a missing gradient or a weight of fewer than 2
     dimensions (biases and scales: their norm starts at 0 or 1 and says
     nothing of the step they can take, and LARS leaves them out too).
@@ -314,56 +332,97 @@ def step_limits(
         Convolutional Networks", 2017 (LARS: a layer's step relative to its
         weight norm).
     """
-    rate = tf.cast(rate, tf.float64)
-    limits: list[tf.Tensor | None] = []
+    rate = ops.cast(rate, wide)
+    limits: list[Any | None] = []
     for g, v in zip(grads, variables, strict=True):
         if g is None or len(v.shape) < 2:
             limits.append(None)
             continue
-        weight = tf.maximum(global_norm([v]), WEIGHT_FLOOR)
-        step = rate * global_norm([g])
-        limit = relative * weight / tf.maximum(step, 1e-300)
-        limits.append(tf.where(step > relative * weight, limit, math.inf))
+        weight = _max(global_norm([v], wide), ops.full((), WEIGHT_FLOOR, wide))
+        step = rate * global_norm([g], wide)
+        limit = relative * weight / _max(step, _tiny(wide))
+        limits.append(ops.where(step > relative * weight, limit, math.inf))
     return limits
 
 
-def least(limits: list[tf.Tensor | None]) -> tf.Tensor:
+def least(limits: list[Any | None], wide: str) -> Any:
     """The smallest of `step_limits`' factors; +inf when there is none."""
     present = [limit for limit in limits if limit is not None]
     if not present:
-        return tf.constant(math.inf, tf.float64)
-    return tf.reduce_min(tf.stack(present))
+        return ops.full((), math.inf, wide)
+    return ops.min(ops.stack(present))
 
 
-def dense(grads: Any) -> list[Any]:
-    """Sparse (embedding) gradients made dense: their norm needs duplicate
-    rows summed, and the optimizers that keep moments (momentum, Adam...)
-    densify them anyway."""
-    return [
-        tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads
-    ]
+def global_norm(grads: list[Any], wide: str) -> Any:
+    """L2 norm of all (dense) gradients together, in `wide`.
 
-
-def global_norm(grads: list[Any]) -> tf.Tensor:
-    """L2 norm of all (dense) gradients together, as float64."""
-    values = [tf.reshape(g, [-1]) for g in grads if g is not None]
+    TensorFlow and JAX without float64 sum float32 squares and, where that
+    sum is not finite, take the exact branch (`ops.cond`): float64 squares,
+    or on JAX without float64 each tensor's norm on values divided by its
+    largest magnitude, so that only a norm beyond float32 (3.4e38) is +inf.
+    PyTorch takes float32 norms of each tensor as it lies (`_torch_norm`),
+    and float64 ones where their total is not finite. JAX with float64 sums
+    float64 squares at once (the cast fuses into the reduction)."""
+    backend = keras.backend.backend()
+    if backend == "torch":
+        return _torch_norm([g for g in grads if g is not None], wide)
+    values = [ops.reshape(g, [-1]) for g in grads if g is not None]
     if not values:
-        return tf.constant(0.0, tf.float64)
-    fast = tf.sqrt(
-        tf.add_n([2.0 * tf.nn.l2_loss(tf.cast(v, tf.float32)) for v in values])
-    )
+        return ops.zeros((), wide)
+    if backend == "jax" and wide == "float64":
+        return ops.sqrt(sum(ops.sum(ops.square(ops.cast(v, wide))) for v in values))
+    if backend == "tensorflow":
+        import tensorflow as tf
 
-    def exact() -> tf.Tensor:
-        squares = [tf.reduce_sum(tf.square(tf.cast(v, tf.float64))) for v in values]
-        return tf.sqrt(tf.add_n(squares))
+        fast = tf.sqrt(
+            tf.add_n([2.0 * tf.nn.l2_loss(tf.cast(v, tf.float32)) for v in values])
+        )
+    else:
+        fast = ops.sqrt(
+            sum(ops.sum(ops.square(ops.cast(v, "float32"))) for v in values)
+        )
+
+    def exact() -> Any:
+        if wide == "float64":
+            squares = [ops.sum(ops.square(ops.cast(v, wide))) for v in values]
+            return ops.sqrt(sum(squares))
+        parts = []
+        for v in values:
+            top = ops.max(ops.abs(ops.cast(v, wide)))
+            safe = ops.where(top > 0.0, top, 1.0)
+            scaled = top * ops.sqrt(ops.sum(ops.square(v / safe)))
+            parts.append(ops.where(ops.isfinite(top), scaled, top))
+        return _norm_of(ops.stack(parts))
 
     # A float32 sum of squares can overflow for finite gradients: redo it.
-    return tf.cond(tf.math.is_finite(fast), lambda: tf.cast(fast, tf.float64), exact)
+    return ops.cond(ops.isfinite(fast), lambda: ops.cast(fast, wide), exact)
 
 
-def scale(
-    grads: list[Any], factor: tf.Tensor, limits: list[Any] | None = None
-) -> list[Any]:
+def _torch_norm(values: list[Any], wide: str) -> Any:
+    """PyTorch: float32 norms of each tensor as it lies (no copy), then, on
+    the host, float64 ones where their total is not finite."""
+    import torch
+
+    if not values:
+        return torch.zeros((), dtype=torch.float64)
+    values = [ops.convert_to_tensor(v) for v in values]  # Keras variables too
+    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(values)))
+    if bool(torch.isfinite(total)):
+        return total.to(torch.float64)
+    parts = [torch.linalg.vector_norm(v, dtype=torch.float64) for v in values]
+    return torch.linalg.vector_norm(torch.stack(parts))
+
+
+def _norm_of(parts: Any) -> Any:
+    """The L2 norm of a vector of norms, scaled as above."""
+    top = ops.max(parts)
+    safe = ops.where(ops.logical_and(top > 0.0, ops.isfinite(top)), top, 1.0)
+    return ops.where(
+        ops.isfinite(top), top * ops.sqrt(ops.sum(ops.square(parts / safe))), top
+    )
+
+
+def scale(grads: list[Any], factor: Any, limits: list[Any] | None = None) -> list[Any]:
     """Gradients times `factor`, each at most its `limits` entry (None: no
     limit), without a pass over them when every factor is 1."""
     present = [i for i, g in enumerate(grads) if g is not None]
@@ -371,19 +430,43 @@ def scale(
         return grads
     limits = limits or [None] * len(grads)
     factors = [
-        factor if limits[i] is None else tf.minimum(factor, limits[i]) for i in present
+        factor if limits[i] is None else _min(factor, limits[i]) for i in present
     ]
     # Without limits (no step bound), the graph is that of one factor.
     bounded = any(limits[i] is not None for i in present)
-    smallest = tf.reduce_min(tf.stack(factors)) if bounded else factor
+    smallest = ops.min(ops.stack(factors)) if bounded else factor
     scaled = iter(
-        tf.cond(
+        ops.cond(
             smallest < 1.0,
             lambda: [
-                grads[i] * tf.cast(f, grads[i].dtype)
+                grads[i] * ops.cast(f, grads[i].dtype)
                 for i, f in zip(present, factors, strict=True)
             ],
-            lambda: [tf.identity(grads[i]) for i in present],
+            lambda: _same([grads[i] for i in present]),
         )
     )
     return [None if g is None else next(scaled) for g in grads]
+
+
+def dense(grads: Any) -> list[Any]:
+    """Sparse (embedding) gradients made dense (TensorFlow's `IndexedSlices`;
+    the other backends' gradients are dense): their norm needs duplicate
+    rows summed, and the optimizers that keep moments (momentum, Adam...)
+    densify them anyway."""
+    if keras.backend.backend() != "tensorflow":
+        return list(grads)
+    import tensorflow as tf
+
+    return [
+        tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads
+    ]
+
+
+def _same(grads: list[Any]) -> list[Any]:
+    """The gradients unchanged, as a branch of `ops.cond` returns them (an
+    identity op on TensorFlow; on JAX and PyTorch the values themselves)."""
+    if keras.backend.backend() != "tensorflow":
+        return grads
+    import tensorflow as tf
+
+    return [tf.identity(g) for g in grads]

@@ -398,22 +398,6 @@ def test_main_example_tells_its_story_and_tensorboard_serves_it(tmp_path):
     )
 
 
-@pytest.mark.skipif(BACKEND == "tensorflow", reason="AutoClip runs on TensorFlow")
-def test_autoclip_says_it_needs_tensorflow():
-    try:
-        import tensorflow  # noqa: F401
-    except ModuleNotFoundError:
-        with pytest.raises(
-            ImportError, match=r"pip install 'keras_gradwatch\[tensorflow\]'"
-        ):
-            from keras_gradwatch import AutoClip  # noqa: F401
-    else:
-        from keras_gradwatch import AutoClip
-
-        with pytest.raises(ValueError, match=f"backend='{BACKEND}'"):
-            AutoClip()
-
-
 @pytest.mark.numeric
 def test_every_n_steps_sees_the_weights_of_that_step(tmp_path):
     """Passes after the optimizer steps 3, 6 and 9 of two 5-step epochs,
