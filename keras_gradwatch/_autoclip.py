@@ -305,6 +305,7 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
         self._known_trip = -1
         self._last_step = -1  # the last step scalars written (JAX, PyTorch)
         self._step_records: _summary.Records | None = None
+        self._steps_failed = False
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -354,6 +355,7 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
                 self.log_dir, self.run, _compat.should_write(model)
             )
         self._last_step = -1
+        self._steps_failed = False
         try:
             self._attach(optimizer)
             if legacy:
@@ -553,10 +555,12 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
         from the host (PyTorch's eager step; JAX's callback, which may come
         once per device: a step is written once). A failure is logged, and
         the step scalars stop; training goes on."""
-        assert self.every_n_steps is not None
+        every, writer = self.every_n_steps, self._writer
+        if every is None or writer is None or self._steps_failed:
+            return
         try:
             step = int(step)
-            if step % self.every_n_steps or step <= self._last_step or not bool(finite):
+            if step % every or step <= self._last_step or not bool(finite):
                 return
             self._last_step = step
             if self._step_records is None:
@@ -564,16 +568,16 @@ class AutoClip(_compat.LegacyHooks, keras.callbacks.Callback):
                     STEP_TAGS,
                     [],
                     0,
-                    f"AutoClip ({self.mode}), every {self.every_n_steps} step(s).",
+                    f"AutoClip ({self.mode}), every {every} step(s).",
                 )
             values = np.array([float(norm), float(bound)], np.float64)
             protos = self._step_records.serialize(values, np.zeros((0, 0, 3)))
-            self._writer.write(step, protos)
+            writer.write(step, protos)
         except Exception:
             logger.exception(
                 "AutoClip could not write its step scalars; clipping goes on."
             )
-            self.every_n_steps = None
+            self._steps_failed = True
 
     def _write_step(self, norm: Any, bound: Any, finite: Any) -> None:
         """The step's norm and bound, by the optimizer's iteration, in-graph.

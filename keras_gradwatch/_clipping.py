@@ -424,7 +424,9 @@ def _norm_of(parts: Any) -> Any:
 
 def scale(grads: list[Any], factor: Any, limits: list[Any] | None = None) -> list[Any]:
     """Gradients times `factor`, each at most its `limits` entry (None: no
-    limit), without a pass over them when every factor is 1."""
+    limit), without a pass over them when every factor is 1. On JAX the
+    product is taken always: XLA fuses it into the optimizer's update, where
+    a `lax.cond` would stop that fusion and pass the gradients through."""
     present = [i for i, g in enumerate(grads) if g is not None]
     if not present:
         return grads
@@ -434,6 +436,13 @@ def scale(grads: list[Any], factor: Any, limits: list[Any] | None = None) -> lis
     ]
     # Without limits (no step bound), the graph is that of one factor.
     bounded = any(limits[i] is not None for i in present)
+    if keras.backend.backend() == "jax":
+        products = [
+            grads[i] * ops.cast(f, grads[i].dtype)
+            for i, f in zip(present, factors, strict=True)
+        ]
+        out = iter(products)
+        return [None if g is None else next(out) for g in grads]
     smallest = ops.min(ops.stack(factors)) if bounded else factor
     scaled = iter(
         ops.cond(

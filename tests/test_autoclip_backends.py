@@ -353,6 +353,49 @@ def test_autoclip_backends_benchmark_runs():
     bench = load_script(ROOT / "benchmarks" / "autoclip_backends.py")
     row = bench.main(["--models", "a", "--quick"])["a"]
     assert row["step_ms"] > 0
-    for config in ("autoclip", "autoclip_again", "percentile", "every_step"):
+    for config in ("autoclip", "autoclip_again", "percentile", "every_step", "control"):
         middle, low, high = row[config]
         assert 0 < low <= middle <= high
+
+
+class BreakWriter(keras.callbacks.Callback):
+    """Makes AutoClip's event writer fail, as a full disk would."""
+
+    def __init__(self, clip):
+        super().__init__()
+        self.clip = clip
+
+    def on_train_begin(self, logs=None):
+        def write(step, summaries):
+            raise OSError("No space left on device")
+
+        self.clip._writer.write = write
+
+
+@pytest.mark.skipif(
+    BACKEND == "tensorflow",
+    reason="on TensorFlow the step scalars are tf.summary ops in the train step",
+)
+def test_a_writer_that_fails_costs_the_scalars_not_the_training(tmp_path, caplog):
+    """every_n_steps' writes fail from the first step (inside JAX's jitted
+    step, through its host callback): training goes on and clips as without
+    the failure, and each failure is said once."""
+    x, y = data()
+    y = np.nan_to_num(y)
+    clip = AutoClip(log_dir=tmp_path, every_n_steps=1)
+    model = linear_model()
+    with caplog.at_level(logging.ERROR, logger="keras_gradwatch"):
+        history = model.fit(
+            x, y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0,
+            callbacks=[clip, BreakWriter(clip)],
+        ).history  # fmt: skip
+    want = linear_model()
+    want.fit(x, y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0,
+             callbacks=[AutoClip()])  # fmt: skip
+    for got, ref in zip(
+        model.trainable_variables, want.trainable_variables, strict=True
+    ):
+        np.testing.assert_array_equal(np.asarray(got.numpy()), np.asarray(ref.numpy()))
+    assert len(history["autoclip_clipped_steps"]) == 2
+    assert caplog.text.count("could not write its step scalars") == 1
+    assert caplog.text.count("could not write its scalars") == 1
