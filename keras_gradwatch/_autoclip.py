@@ -662,8 +662,10 @@ def _or(value: Any, default: Any) -> Any:
 
 
 def _read(variable: Any) -> Any:
-    """A variable's value on the host, as NumPy."""
-    return ops.convert_to_numpy(variable.value)
+    """A variable's value on the host, as NumPy: a Keras 3 variable's on
+    any backend, or a `tf.Variable`'s, mirrored ones included (tf_keras'
+    optimizer iterations)."""
+    return np.asarray(variable.numpy())
 
 
 def _target(optimizer: Any) -> Any:
