@@ -295,8 +295,9 @@ def _min(a: Any, b: Any) -> Any:
 
 
 def _tiny(dtype: Any) -> Any:
-    """The smallest positive normal number of `dtype` (float32 or 64), as a
-    divisor that is never 0."""
+    """A tiny positive number of `dtype` (float32 or 64): 1e-300, or 1e-38
+    in float32 (just below its smallest normal, 1.2e-38), as a divisor that
+    is never 0."""
     return ops.full((), 1e-300 if "64" in str(dtype) else 1e-38, dtype)
 
 
